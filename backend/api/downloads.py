@@ -1,0 +1,123 @@
+"""JSON API for download jobs: start, status, subscribe (SSE), cancel."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from redis.exceptions import RedisError
+
+from backend.downloads import (
+    cancel_job,
+    find_job,
+    job_events,
+    public_status,
+    start_job,
+)
+from backend.events import EventHub
+from backend.jobs import parse_event_id
+from backend.models import DownloadRequest, ErrorBody, JobEvent, JobStatus
+from backend.services import Services
+
+logger = logging.getLogger(__name__)
+
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="The request breaks a rule; `detail` names it."),
+    404: ResponseSpec(ErrorBody, description="No such job (or not yours)."),
+    503: ResponseSpec(ErrorBody, description="Redis or S3 is unavailable; retry shortly."),
+}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# EventSource reconnect delay we ask browsers for, in milliseconds.
+SSE_RETRY_MS = 2000
+
+
+async def require_json(request: Request[Any, Any, Any]) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise HTTPException(status_code=415,
+                            detail=f"Content-Type must be application/json, got {media_type!r}")
+
+
+def read_last_event_id(header: str | None, query: str | None) -> str | None:
+    """The resume point from the Last-Event-ID header (or `last_event_id`); 400 if malformed."""
+    value = header if header is not None else query
+    if value is None or value.strip() == "":
+        return None
+    if parse_event_id(value) is None:
+        raise HTTPException(status_code=400,
+                            detail=f"Last-Event-ID: {value[:64]!r} is not an event id "
+                                   "(expected <milliseconds>-<sequence>)")
+    return value.strip()
+
+
+async def sse_messages(events: AsyncIterator[JobEvent | None]
+                       ) -> AsyncIterator[ServerSentEventMessage]:
+    """SSE frames for job events, with keep-alive comments while idle."""
+    yield ServerSentEventMessage(comment="stream open", retry=SSE_RETRY_MS, data=None)
+    try:
+        async for event in events:
+            if event is None:
+                # Idle proxies (nginx, ALB, Cloudflare) close silent connections; a comment
+                # line keeps them open and is ignored by EventSource.
+                yield ServerSentEventMessage(comment="ping", data=None)
+            else:
+                yield ServerSentEventMessage(id=event.id, event=event.event, data=event.data)
+    except RedisError as exc:
+        # Ending the stream makes the client reconnect with Last-Event-ID: nothing is lost.
+        logger.warning("event stream ended early, Redis unavailable: %s", exc)
+
+
+class DownloadController(Controller):
+    path = "/v1/download"
+    tags = ["downloads"]
+
+    @post("/async", status_code=202, before_request=require_json,
+          summary="Start a download job",
+          responses={**_ERRORS, 415: ResponseSpec(ErrorBody, description="Not JSON."),
+                     413: ResponseSpec(ErrorBody, description="Body too large.")},
+          description="Answers at once with the job's status; a worker builds the ZIP. "
+                      "Follow it at `status_url` (polling) or `events_url` (SSE).")
+    async def start(self, data: DownloadRequest, services: Services,
+                    requester: str) -> Response[JobStatus]:
+        record = await start_job(services, data.file_ids, requester)
+        status = await public_status(services, record)
+        return Response(status, status_code=202, headers={"Location": status.status_url})
+
+    @get("/status/{job_id:str}", summary="A job's status", responses=_ERRORS)
+    async def status(self, job_id: str, services: Services, requester: str) -> JobStatus:
+        record = await find_job(services, job_id, requester)
+        return await public_status(services, record)
+
+    @get("/subscribe/{job_id:str}", summary="Stream a job's events (SSE)",
+         responses=_ERRORS,
+         description="`text/event-stream` of `progress`, `retrying`, `completed "
+                     "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
+                     "event has an `id`; reconnect with `Last-Event-ID` to resume. The stream "
+                     "closes after the terminal event; `: ping` comments keep it alive.")
+    async def subscribe(
+        self, job_id: str, services: Services, hub: EventHub, requester: str,
+        last_event_header: Annotated[str | None, Parameter(header="Last-Event-ID",
+                                                           required=False)] = None,
+        last_event_id: Annotated[str | None, Parameter(query="last_event_id",
+                                                       required=False)] = None,
+    ) -> ServerSentEvent:
+        resume_after = read_last_event_id(last_event_header, last_event_id)
+        record = await find_job(services, job_id, requester)
+        events = job_events(hub, services, record, resume_after)
+        return ServerSentEvent(sse_messages(events), headers=SSE_HEADERS)
+
+    @delete("/{job_id:str}", status_code=200, summary="Cancel a job",
+            responses={**_ERRORS, 409: ResponseSpec(ErrorBody, description="Already ended.")})
+    async def cancel(self, job_id: str, services: Services, requester: str) -> JobStatus:
+        record = await find_job(services, job_id, requester)
+        record = await cancel_job(services, record)
+        return await public_status(services, record)

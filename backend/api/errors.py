@@ -1,0 +1,85 @@
+"""The one place that maps errors to HTTP responses: JSON bodies naming what is wrong."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from redis.exceptions import RedisError
+
+from backend.downloads import EnqueueFailed, InvalidInput, JobAlreadyFinished, UnknownJob
+from backend.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return body
+
+
+def _validation_detail(exc: ValidationException) -> str:
+    # Litestar says "Validation failed for POST /path"; the useful sentence is in `extra`.
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    messages = []
+    for item in extra:
+        if isinstance(item, dict) and item.get("message"):
+            key = item.get("key")
+            message = str(item["message"])
+            messages.append(f"{key}: {message}" if key and key not in message else message)
+    return "; ".join(messages) or exc.detail
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    detail = _validation_detail(exc) if isinstance(exc, ValidationException) else exc.detail
+    headers = dict(exc.headers or {})
+    return Response(_body(exc.status_code, detail, exc.extra), status_code=exc.status_code,
+                    media_type=MediaType.JSON, headers=headers)
+
+
+def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    which = "the job store (Redis)" if isinstance(exc, RedisError | ConnectionError) \
+        else "object storage (S3)"
+    logger.warning("%s %s: %s unavailable: %s", request.method, request.url.path, which, exc)
+    return Response(_body(503, f"{which} is unavailable; try again shortly"),
+                    status_code=HTTP_503_SERVICE_UNAVAILABLE, media_type=MediaType.JSON,
+                    headers={"Retry-After": "2"})
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path,
+                     exc_info=exc)
+    return Response(_body(500, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+                    media_type=MediaType.JSON)
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, InvalidInput):
+        status, detail = 400, str(exc)
+        extra: Any = [{"key": exc.field, "message": exc.message}]
+    elif isinstance(exc, UnknownJob):
+        status, detail, extra = 404, str(exc), None
+    elif isinstance(exc, JobAlreadyFinished):
+        status, detail = 409, str(exc)
+        extra = {"status": exc.record.status.value}
+    else:
+        status, detail, extra = 503, "the job could not be queued; try again shortly", None
+    return Response(_body(status, detail, extra), status_code=status, media_type=MediaType.JSON)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    HTTPException: http_exception_handler,
+    InvalidInput: domain_error_handler,
+    UnknownJob: domain_error_handler,
+    JobAlreadyFinished: domain_error_handler,
+    EnqueueFailed: domain_error_handler,
+    RedisError: unavailable_handler,
+    ConnectionError: unavailable_handler,
+    StorageError: unavailable_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,80 @@
+"""create_app(settings) -> Litestar: routes, plugins, lifespan; nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from backend.api.deps import provide_hub, provide_requester, provide_services
+from backend.api.downloads import DownloadController
+from backend.api.errors import EXCEPTION_HANDLERS
+from backend.api.files import list_files
+from backend.api.health import health
+from backend.events import EventHub
+from backend.pages import page_routes
+from backend.services import Services
+from backend.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+# 1000 ids of up to 16 digits fit in ~17 KB; anything much larger is not a real request.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await Services.open(settings)
+        hub = EventHub(services.listener, services.store)
+        app.state.services = services
+        app.state.hub = hub
+        try:
+            await services.storage.ensure_buckets()
+        except Exception as exc:
+            # Start anyway: /health reports storage, and the worker retries jobs.
+            logger.warning("could not ensure buckets at startup: %s", exc)
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await services.close()
+
+    return Litestar(
+        route_handlers=[
+            DownloadController, list_files, health, *page_routes(),
+            create_static_files_router(path="/static", directories=[FRONTEND / "static"],
+                                       send_as_attachment=False, name="static",
+                                       include_in_schema=False),
+        ],
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            "hub": Provide(provide_hub, sync_to_thread=False),
+            "requester": Provide(provide_requester, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=MAX_BODY_BYTES,
+        template_config=TemplateConfig(directory=FRONTEND / "templates",
+                                       engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="Longhaul", version="1.0.0",
+            description="Async bulk downloads: start a job, follow it, fetch one ZIP.",
+            path="/docs", render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(
+                path="/swagger")],
+        ),
+        debug=False,
+    )

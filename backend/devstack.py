@@ -1,0 +1,157 @@
+"""Local processes for `make run` and the tests: Redis, an S3 server, the API and workers.
+
+Each helper starts one real process on a free loopback port, waits until it answers, and
+returns a handle whose `stop()` ends it. Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """A started child process and what it serves."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    url: str
+    log_path: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log = log_path.open("ab")
+    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                             start_new_session=True)
+    log.close()
+    return popen, log_path
+
+
+def wait_until(check: object, timeout: float, what: str, process: Process | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{what} exited early:\n{process.log_tail()}")
+        with contextlib.suppress(Exception):
+            if check():  # type: ignore[operator]
+                return
+        time.sleep(0.05)
+    tail = process.log_tail() if process else ""
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f}s\n{tail}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(found).exists():
+        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    return found
+
+
+def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True) -> Process:
+    """A private redis-server on loopback with its data (AOF) in `data_dir`."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--save", "", "--appendonly", "yes" if appendonly else "no",
+            "--appendfsync", "everysec", "--protected-mode", "no", "--daemonize", "no"]
+    popen, log_path = _spawn(f"redis-{port}", argv, data_dir)
+    process = Process("redis", popen, f"redis://127.0.0.1:{port}/0", log_path)
+
+    def ping() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    wait_until(ping, 15, "redis-server", process)
+    return process
+
+
+def start_s3(log_dir: Path, port: int | None = None) -> Process:
+    """moto's S3-compatible server on loopback (a stand-in for MinIO in dev and tests)."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+    popen, log_path = _spawn(f"s3-{port}", argv, log_dir, env=env)
+    process = Process("s3", popen, f"http://127.0.0.1:{port}", log_path)
+    wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/"), 30, "S3 server", process)
+    return process
+
+
+def service_env(settings_env: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **settings_env}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_api(settings_env: dict[str, str], log_dir: Path, port: int | None = None,
+              name: str = "api") -> Process:
+    """`python -m backend api` on loopback, ready when /health answers."""
+    port = port or free_port()
+    env = service_env({**settings_env, "PORT": str(port), "HOST": "127.0.0.1"})
+    popen, log_path = _spawn(f"{name}-{port}", [sys.executable, "-m", "backend", "api"],
+                             log_dir, env=env)
+    process = Process(name, popen, f"http://127.0.0.1:{port}", log_path)
+    wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 30, name, process)
+    return process
+
+
+def start_worker(settings_env: dict[str, str], log_dir: Path, name: str = "worker") -> Process:
+    """`python -m backend worker`; it has no port, so it is ready once it logs its start."""
+    env = service_env(settings_env)
+    popen, log_path = _spawn(f"{name}-{time.monotonic_ns()}",
+                             [sys.executable, "-m", "backend", "worker"], log_dir, env=env)
+    process = Process(name, popen, "", log_path)
+    wait_until(lambda: "Starting worker" in (log_path.read_text(errors="replace")), 30, name,
+               process)
+    return process

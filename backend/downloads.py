@@ -1,0 +1,134 @@
+"""Download jobs as the API and the pages use them: start, read, cancel, stream.
+
+Framework-free: callers turn the errors raised here into HTTP responses (api/errors.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+from arq.constants import abort_jobs_ss
+
+from backend.events import EventHub
+from backend.jobs import terminal_event_for
+from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
+from backend.owners import may_read
+from backend.services import Services
+from backend.worker import JOB_FUNCTION
+
+_JOB_ID_LENGTH = 32
+
+
+class InvalidInput(Exception):
+    """A request that breaks a rule; `field` names the part of the request that is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class UnknownJob(Exception):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class JobAlreadyFinished(Exception):
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(f"job {record.job_id} is already {record.status.value}")
+        self.record = record
+
+
+class EnqueueFailed(Exception):
+    """The job record was written but the queue refused the job."""
+
+
+def check_file_ids(file_ids: list[int], max_files: int) -> None:
+    """Rules msgspec cannot express: the per-job maximum and no duplicates."""
+    if len(file_ids) > max_files:
+        raise InvalidInput("file_ids", f"at most {max_files} ids per job, got {len(file_ids)}")
+    seen: set[int] = set()
+    duplicates = sorted({f for f in file_ids if f in seen or seen.add(f)})  # type: ignore[func-returns-value]
+    if duplicates:
+        raise InvalidInput("file_ids", f"duplicate ids {duplicates}")
+
+
+def is_job_id(value: str) -> bool:
+    return len(value) == _JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in value)
+
+
+async def start_job(services: Services, file_ids: list[int], owner: str) -> JobRecord:
+    """Record a new job and queue it. Fast: no S3 call, two Redis round trips."""
+    check_file_ids(file_ids, services.settings.max_files_per_job)
+    record = JobRecord(job_id=uuid.uuid4().hex, owner=owner, file_ids=list(file_ids),
+                       total_files=len(file_ids), max_attempts=services.settings.max_attempts,
+                       created_at=time.time())
+    await services.store.create(record)
+    job = await services.redis.enqueue_job(JOB_FUNCTION, record.job_id, _job_id=record.job_id,
+                                           _queue_name=services.settings.queue_name)
+    if job is None:
+        raise EnqueueFailed(f"job {record.job_id} is already queued")
+    return record
+
+
+async def find_job(services: Services, job_id: str, requester: str) -> JobRecord:
+    """The record of `job_id` if `requester` may see it; UnknownJob otherwise."""
+    if not is_job_id(job_id):
+        raise UnknownJob(job_id)
+    record = await services.store.get(job_id)
+    if record is None or not may_read(record.owner, requester):
+        raise UnknownJob(job_id)
+    return record
+
+
+async def public_status(services: Services, record: JobRecord) -> JobStatus:
+    """The JobStatus of a record, with a freshly presigned download URL when ready."""
+    if record.status is JobState.READY and record.archive_key:
+        url = await download_url(services, record)
+        return status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
+    return status_of(record)
+
+
+async def download_url(services: Services, record: JobRecord) -> str:
+    if not record.archive_key:
+        raise JobAlreadyFinished(record)
+    return await services.storage.presign_download(record.archive_key,
+                                                   f"longhaul-{record.job_id[:8]}.zip")
+
+
+async def cancel_job(services: Services, record: JobRecord) -> JobRecord:
+    """Move a queued or running job to `cancelled` and tell its worker to stop."""
+    if record.status.is_terminal:
+        raise JobAlreadyFinished(record)
+    record.status = JobState.CANCELLED
+    record.finished_at = time.time()
+    saved = await services.store.save(record, terminal_event_for(JobState.CANCELLED),
+                                      {"status": "cancelled"})
+    if saved is None:
+        current = await services.store.get(record.job_id)
+        raise JobAlreadyFinished(current or record)
+    # arq's abort set: the worker cancels the task, and the archive code aborts the
+    # multipart upload on the way out.
+    await services.redis.zadd(abort_jobs_ss, {record.job_id: int(time.time() * 1000)})
+    return record
+
+
+async def job_events(hub: EventHub, services: Services, record: JobRecord,
+                     last_event_id: str | None) -> AsyncIterator[JobEvent | None]:
+    """The job's events after `last_event_id`; `completed` carries a freshly minted URL.
+
+    None marks an idle interval (time for a keep-alive).
+    """
+    async for event in hub.subscribe(record.job_id, last_event_id,
+                                     idle_seconds=services.settings.sse_ping_seconds):
+        if event is not None and event.event == "completed":
+            current = await services.store.get(record.job_id) or record
+            data = msgspec.json.decode(event.data)
+            data["download_url"] = await download_url(services, current)
+            event = JobEvent(id=event.id, event=event.event,
+                             data=msgspec.json.encode(data).decode())
+        yield event

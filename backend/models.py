@@ -1,0 +1,139 @@
+"""msgspec Structs: the contract at every edge (requests, responses, job records, events)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+FileId = Annotated[int, Meta(gt=0, le=2**53, description="A catalogue file id (positive integer).")]
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.READY, JobState.FAILED, JobState.CANCELLED})
+
+
+class DownloadRequest(Struct, forbid_unknown_fields=True):
+    """Body of POST /v1/download/async."""
+
+    file_ids: Annotated[
+        list[FileId],
+        Meta(min_length=1, description="Catalogue ids of the files to put in one ZIP archive."),
+    ]
+
+
+class CatalogueFile(Struct, frozen=True):
+    """One object of the source bucket, as the catalogue lists it."""
+
+    file_id: int
+    name: str
+    size: int
+
+
+class JobRecord(Struct, kw_only=True):
+    """What the job store keeps for a job. Only jobs.py reads or writes it in Redis."""
+
+    job_id: str
+    owner: str
+    file_ids: list[int]
+    status: JobState = JobState.QUEUED
+    progress: int = 0
+    total_files: int = 0
+    processed_files: int = 0
+    bytes_total: int = 0
+    bytes_processed: int = 0
+    attempt: int = 0
+    max_attempts: int = 4
+    skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    error: str | None = None
+    last_error: str | None = None
+    archive_key: str | None = None
+    archive_size: int | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class JobStatus(Struct, kw_only=True):
+    """The public view of a job (GET /v1/download/status/{job_id}, and the POST's 202 body)."""
+
+    job_id: str
+    status: JobState
+    progress: Annotated[int, Meta(ge=0, le=100)]
+    total_files: int
+    processed_files: int
+    download_url: str | None = None
+    error: str | None = None
+    last_error: str | None = None
+    bytes_total: int = 0
+    bytes_processed: int = 0
+    attempt: int = 0
+    max_attempts: int = 4
+    skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    status_url: str = ""
+    events_url: str = ""
+
+
+class JobEvent(Struct, frozen=True):
+    """One entry of a job's event stream: `id` is the Redis stream id, used as the SSE id."""
+
+    id: str
+    event: str
+    data: str
+
+
+class ErrorBody(Struct):
+    """Every 4xx/5xx body: a status code, a sentence naming the problem, and optional details."""
+
+    status_code: int
+    detail: str
+    extra: list[dict[str, str]] | dict[str, str] | None = None
+
+
+class HealthBody(Struct):
+    status: str
+    checks: dict[str, str]
+
+
+def status_of(record: JobRecord, download_url: str | None = None,
+              expires_at: float | None = None) -> JobStatus:
+    """The public status of a record; the caller mints the download URL when ready."""
+    return JobStatus(
+        job_id=record.job_id,
+        status=record.status,
+        progress=record.progress,
+        total_files=record.total_files,
+        processed_files=record.processed_files,
+        download_url=download_url,
+        error=record.error,
+        last_error=record.last_error,
+        bytes_total=record.bytes_total,
+        bytes_processed=record.bytes_processed,
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        skipped_file_ids=record.skipped_file_ids,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        expires_at=expires_at,
+        status_url=f"/v1/download/status/{record.job_id}",
+        events_url=f"/v1/download/subscribe/{record.job_id}",
+    )

@@ -1,0 +1,53 @@
+"""The process's shared clients, built the same way by the API, the worker and the CLI.
+
+No other module opens a Redis or S3 client of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool, Redis
+
+from backend.jobs import JobStore
+from backend.settings import Settings
+from backend.storage import Storage
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    # Commands: short timeouts, so a Redis outage turns into a quick, clear error.
+    redis: ArqRedis
+    # The one long-lived pub/sub reader of this process (no read timeout: it idles for long).
+    listener: Redis
+    storage: Storage
+    store: JobStore
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Services:
+        """Connect lazily: nothing here fails when Redis or S3 is down; calls do, later."""
+        pool = ConnectionPool.from_url(settings.redis_url, socket_connect_timeout=2,
+                                       socket_timeout=5, health_check_interval=30,
+                                       retry_on_timeout=False)
+        redis = ArqRedis(connection_pool=pool)
+        listener = Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                  socket_keepalive=True, health_check_interval=15)
+        storage = Storage(settings)
+        await storage.open()
+        store = JobStore(redis, prefix=settings.key_prefix,
+                         ttl_seconds=settings.job_record_ttl_seconds)
+        return cls(settings=settings, redis=redis, listener=listener, storage=storage,
+                   store=store)
+
+    async def close(self) -> None:
+        await self.storage.close()
+        await self.listener.aclose()
+        await self.redis.aclose()
+
+    async def redis_ok(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:
+            return False

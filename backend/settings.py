@@ -1,0 +1,146 @@
+"""The one settings object, read from the environment.
+
+Names follow the original service where it had them (`S3_*`, `REDIS_URL`); everything else is
+prefixed plainly. Settings are plain data: behaviour lives in the functions that take them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Object storage. S3_ENDPOINT is what the API and workers reach; S3_PUBLIC_ENDPOINT is what
+    # browsers reach, and presigned URLs are signed for it (the host is part of the signature).
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_public_endpoint: str = ""
+    s3_access_key_id: str = "longhaul"
+    s3_secret_access_key: str = "longhaul-secret"
+    s3_region: str = "us-east-1"
+    s3_bucket_name: str = "downloads"
+    s3_source_bucket: str = "catalogue"
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    presign_ttl_seconds: int = 3600
+    max_files_per_job: int = 1000
+    worker_concurrency: int = 5
+    job_timeout_seconds: int = 600
+    max_retries: int = 3
+    retry_backoff_seconds: tuple[float, ...] = (1.0, 2.0, 4.0)
+    # Simulates slow sources (bytes per second per job); 0 turns it off.
+    throttle_bytes_per_second: int = 0
+    # Multipart part size; S3 requires at least 5 MiB for every part but the last.
+    archive_part_size: int = 8 * 1024 * 1024
+    job_record_ttl_seconds: int = 7 * 24 * 3600
+    sse_ping_seconds: float = 15.0
+    sse_poll_fallback_seconds: float = 2.0
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = "change-me-in-production"
+    log_level: str = "INFO"
+    queue_name: str = "longhaul:queue"
+    key_prefix: str = "longhaul"
+
+    @property
+    def public_endpoint(self) -> str:
+        return self.s3_public_endpoint or self.s3_endpoint
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    def backoff_for(self, attempt: int) -> float:
+        """Delay before the retry that follows failed attempt number `attempt` (1-based)."""
+        index = min(max(attempt, 1), len(self.retry_backoff_seconds)) - 1
+        return self.retry_backoff_seconds[index]
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+# Environment variable name -> settings field. Kept explicit so docs, docker-compose and the
+# tests that parse it can check names against one list.
+ENVIRONMENT_NAMES: dict[str, str] = {
+    "S3_ENDPOINT": "s3_endpoint",
+    "S3_PUBLIC_ENDPOINT": "s3_public_endpoint",
+    "S3_ACCESS_KEY_ID": "s3_access_key_id",
+    "S3_SECRET_ACCESS_KEY": "s3_secret_access_key",
+    "S3_REGION": "s3_region",
+    "S3_BUCKET_NAME": "s3_bucket_name",
+    "S3_SOURCE_BUCKET": "s3_source_bucket",
+    "REDIS_URL": "redis_url",
+    "PRESIGN_TTL_SECONDS": "presign_ttl_seconds",
+    "MAX_FILES_PER_JOB": "max_files_per_job",
+    "WORKER_CONCURRENCY": "worker_concurrency",
+    "JOB_TIMEOUT_SECONDS": "job_timeout_seconds",
+    "MAX_RETRIES": "max_retries",
+    "RETRY_BACKOFF_SECONDS": "retry_backoff_seconds",
+    "THROTTLE_BYTES_PER_SECOND": "throttle_bytes_per_second",
+    "ARCHIVE_PART_SIZE": "archive_part_size",
+    "JOB_RECORD_TTL_SECONDS": "job_record_ttl_seconds",
+    "SSE_PING_SECONDS": "sse_ping_seconds",
+    "SSE_POLL_FALLBACK_SECONDS": "sse_poll_fallback_seconds",
+    "HOST": "host",
+    "PORT": "port",
+    "SECRET_KEY": "secret_key",
+    "LOG_LEVEL": "log_level",
+    "QUEUE_NAME": "queue_name",
+    "KEY_PREFIX": "key_prefix",
+}
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment (or the given mapping), validating each value."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for env_name, field_name in ENVIRONMENT_NAMES.items():
+        if env_name in env:
+            values[field_name] = _convert(env_name, env[env_name], getattr(defaults, field_name))
+    settings = defaults.replace(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    for name, url in (("S3_ENDPOINT", settings.s3_endpoint),
+                      ("S3_PUBLIC_ENDPOINT", settings.public_endpoint)):
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise SettingsError(f"{name}={url!r} must be an http:// or https:// URL")
+    if settings.max_files_per_job < 1:
+        raise SettingsError("MAX_FILES_PER_JOB must be at least 1")
+    if settings.worker_concurrency < 1:
+        raise SettingsError("WORKER_CONCURRENCY must be at least 1")
+    if not settings.retry_backoff_seconds:
+        raise SettingsError("RETRY_BACKOFF_SECONDS needs at least one delay")
+    if settings.archive_part_size < 5 * 1024 * 1024:
+        raise SettingsError("ARCHIVE_PART_SIZE must be at least 5 MiB (an S3 rule)")

@@ -1,0 +1,186 @@
+"""The only S3 code: buckets, the catalogue, reading sources, multipart writes, presigning.
+
+Plain S3 calls through miniopy-async, so MinIO, AWS S3, R2 or any S3-compatible server work
+unchanged. The catalogue is the source bucket itself: an object keyed `<file_id>/<name>` is the
+file `<file_id>` named `<name>`; keys of any other shape are not part of the catalogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timedelta
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from miniopy_async import Minio
+from miniopy_async.datatypes import MultipartUploader
+from miniopy_async.error import S3Error
+
+from backend.models import CatalogueFile
+from backend.settings import Settings
+
+READ_CHUNK = 256 * 1024
+
+
+class StorageError(Exception):
+    """Object storage could not do what was asked (unreachable, refused, or missing data)."""
+
+
+class SourceObject(CatalogueFile, frozen=True):
+    """A catalogue file plus where it lives and when it last changed."""
+
+    key: str = ""
+    modified: datetime | None = None
+
+
+def _client(endpoint: str, settings: Settings, session: aiohttp.ClientSession | None) -> Minio:
+    parts = urlsplit(endpoint)
+    # The region is given so presigning never needs a network round trip to discover it.
+    return Minio(parts.netloc, access_key=settings.s3_access_key_id,
+                 secret_key=settings.s3_secret_access_key, secure=parts.scheme == "https",
+                 region=settings.s3_region, session=session)
+
+
+def catalogue_key(file_id: int, name: str) -> str:
+    return f"{file_id}/{name}"
+
+
+def parse_catalogue_key(key: str) -> tuple[int, str] | None:
+    head, _, name = key.partition("/")
+    if not head.isdigit() or not name or "/" in name or int(head) <= 0:
+        return None
+    return int(head), name
+
+
+class Storage:
+    """Object storage as the service needs it. Open with `await open()`, close with `close()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.results_bucket = settings.s3_bucket_name
+        self.source_bucket = settings.s3_source_bucket
+        self._session: aiohttp.ClientSession | None = None
+        self._client: Minio | None = None
+        self._presigner = _client(settings.public_endpoint, settings, None)
+
+    async def open(self) -> None:
+        # Our own session: short connect timeouts and no hidden retry layer, because retries
+        # with their backoff are the job's policy, not the HTTP client's.
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=60)
+        self._session = aiohttp.ClientSession(timeout=timeout,
+                                              connector=aiohttp.TCPConnector(limit=64))
+        self._client = _client(self.settings.s3_endpoint, self.settings, self._session)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def client(self) -> Minio:
+        if self._client is None:
+            raise RuntimeError("Storage.open() was not awaited")
+        return self._client
+
+    async def ensure_buckets(self) -> None:
+        """Create the source and results buckets when they are missing."""
+        for bucket in (self.source_bucket, self.results_bucket):
+            try:
+                if not await self.client.bucket_exists(bucket):
+                    await self.client.make_bucket(bucket)
+            except S3Error as exc:
+                # Another process created it between our check and our create.
+                if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when the results bucket answers within `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(self.client.bucket_exists(self.results_bucket), timeout)
+        except Exception:
+            return False
+
+    async def catalogue(self) -> list[SourceObject]:
+        """Every file of the source bucket, ordered by id."""
+        found: list[SourceObject] = []
+        try:
+            async for obj in self.client.list_objects(self.source_bucket, recursive=True):
+                parsed = parse_catalogue_key(obj.object_name or "")
+                if parsed is None or obj.is_dir:
+                    continue
+                file_id, name = parsed
+                found.append(SourceObject(file_id=file_id, name=name, size=obj.size or 0,
+                                          key=obj.object_name or "", modified=obj.last_modified))
+        except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot list the catalogue: {exc}") from exc
+        found.sort(key=lambda item: (item.file_id, item.key))
+        return found
+
+    async def resolve(self, file_ids: Iterable[int]) -> tuple[list[SourceObject], list[int]]:
+        """The catalogue files for `file_ids` in the order asked, and the ids not found."""
+        by_id: dict[int, SourceObject] = {}
+        for item in await self.catalogue():
+            by_id.setdefault(item.file_id, item)
+        found, missing = [], []
+        for file_id in file_ids:
+            item = by_id.get(file_id)
+            if item is None:
+                missing.append(file_id)
+            else:
+                found.append(item)
+        return found, missing
+
+    async def read(self, key: str, bucket: str | None = None,
+                   chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        """Stream an object's bytes in chunks of at most `chunk_size`."""
+        response = None
+        try:
+            response = await self.client.get_object(bucket or self.source_bucket, key)
+            async for chunk in response.content.iter_chunked(chunk_size):
+                yield chunk
+        except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot read {key!r}: {exc}") from exc
+        finally:
+            if response is not None:
+                response.close()
+
+    def uploader(self, key: str, content_type: str = "application/zip") -> MultipartUploader:
+        """A multipart upload into the results bucket (parts of >= 5 MiB but the last)."""
+        return self.client.multipart_uploader(self.results_bucket, key, content_type=content_type)
+
+    async def put_small(self, bucket: str, key: str, data: bytes,
+                        content_type: str = "application/octet-stream") -> None:
+        import io
+
+        await self.client.put_object(bucket, key, io.BytesIO(data), len(data),
+                                     content_type=content_type)
+
+    async def size_of(self, key: str, bucket: str | None = None) -> int | None:
+        """The object's size, or None when there is no such object."""
+        try:
+            stat = await self.client.stat_object(bucket or self.results_bucket, key)
+        except S3Error as exc:
+            if exc.code in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:
+                return None
+            raise StorageError(f"cannot stat {key!r}: {exc}") from exc
+        return stat.size
+
+    async def delete(self, key: str, bucket: str | None = None) -> None:
+        await self.client.remove_object(bucket or self.results_bucket, key)
+
+    async def presign_download(self, key: str, filename: str) -> str:
+        """A GET URL for the archive, valid for the presign TTL, signed for the public endpoint."""
+        disposition = (f"attachment; filename=\"{_ascii_fallback(filename)}\"; "
+                       f"filename*=UTF-8''{quote(filename, safe='')}")
+        return await self._presigner.presigned_get_object(
+            self.results_bucket, key,
+            expires=timedelta(seconds=self.settings.presign_ttl_seconds),
+            response_headers={"response-content-disposition": disposition,
+                              "response-content-type": "application/zip"},
+        )
+
+
+def _ascii_fallback(name: str) -> str:
+    safe = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return safe or "download.zip"

@@ -1,0 +1,226 @@
+"""The arq worker: one function that turns a queued job into a ZIP archive, with its retries.
+
+Attempts: every run of the job is an attempt (`ctx["job_try"]`, so a run after a worker crash
+counts too). A transient error (S3, Redis, network) on attempt n < max_attempts schedules
+attempt n+1 after the backoff (1 s, 2 s, 4 s); on the last attempt the job fails with the real
+error. We never raise `Retry` on the last attempt: arq would then report "max retries exceeded"
+and hide the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from arq import Retry
+from arq.connections import RedisSettings
+from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
+
+from backend.archive import ArchiveProgress, build_archive
+from backend.jobs import progress_payload
+from backend.models import JobRecord, JobState
+from backend.services import Services
+from backend.settings import Settings, load_settings
+from backend.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+JOB_FUNCTION = "build_archive"
+# Worker crashes also consume attempts; past this many extra runs the job is given up.
+CRASH_ALLOWANCE = 5
+PROGRESS_INTERVAL = 0.5
+TRANSIENT_ERRORS = (StorageError, RedisError, OSError, TimeoutError)
+
+
+class JobCancelled(Exception):
+    """The job left `processing` under us (cancelled through the API)."""
+
+
+def archive_key_for(job_id: str) -> str:
+    # One deterministic key per job: a re-run after a crash overwrites, it never adds a copy.
+    return f"archives/{job_id}.zip"
+
+
+async def build_archive_job(ctx: dict[str, Any], job_id: str) -> str:
+    """arq entry point: build the archive for `job_id` and record the outcome."""
+    services: Services = ctx["services"]
+    record = await services.store.get(job_id)
+    if record is None:
+        logger.warning("job %s has no record (expired?); dropping it", job_id)
+        return "missing"
+    if record.status.is_terminal:
+        return record.status.value
+    attempt = int(ctx.get("job_try", 1))
+    deadline = asyncio.timeout(services.settings.job_timeout_seconds)
+    try:
+        async with deadline:
+            await _run_attempt(services, record, attempt)
+    except JobCancelled:
+        return JobState.CANCELLED.value
+    except TimeoutError as exc:
+        if deadline.expired():
+            await _fail(services, record,
+                        f"the job took longer than {services.settings.job_timeout_seconds} s")
+            return JobState.FAILED.value
+        return await _after_transient(services, record, attempt, exc)
+    except TRANSIENT_ERRORS as exc:
+        return await _after_transient(services, record, attempt, exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.exception("job %s failed with an unexpected error", job_id)
+        await _fail(services, record, f"internal error: {type(exc).__name__}: {exc}")
+        return JobState.FAILED.value
+    return record.status.value
+
+
+async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> None:
+    settings = services.settings
+    store = services.store
+    record.status = JobState.PROCESSING
+    record.attempt = attempt
+    record.max_attempts = settings.max_attempts
+    record.started_at = record.started_at or time.time()
+    if await store.save_progress(record) is None:
+        raise JobCancelled
+    if attempt > settings.max_attempts + CRASH_ALLOWANCE:
+        await _fail(services, record, f"gave up after {attempt - 1} interrupted attempts")
+        return
+
+    sources, missing = await services.storage.resolve(record.file_ids)
+    record.skipped_file_ids = missing
+    if not sources:
+        await _fail(services, record,
+                    f"none of the requested files exist (file_ids {record.file_ids})")
+        return
+    record.total_files = len(sources)
+    record.bytes_total = sum(source.size for source in sources)
+    record.processed_files = 0
+    record.bytes_processed = 0
+    record.progress = 0
+    if await store.save_progress(record) is None:
+        raise JobCancelled
+
+    last_emit = time.monotonic()
+    last_files = 0
+
+    async def on_progress(state: ArchiveProgress) -> None:
+        nonlocal last_emit, last_files
+        now = time.monotonic()
+        if state.files_done == last_files and now - last_emit < PROGRESS_INTERVAL:
+            return
+        last_emit, last_files = now, state.files_done
+        record.processed_files = state.files_done
+        record.bytes_processed = state.bytes_done
+        record.progress = _percent(state.bytes_done, record.bytes_total, state.files_done,
+                                   record.total_files)
+        if await store.save_progress(record) is None:
+            raise JobCancelled
+
+    key = archive_key_for(record.job_id)
+    size = await build_archive(services.storage, sources, key, on_progress=on_progress,
+                               part_size=settings.archive_part_size,
+                               throttle_bytes_per_second=settings.throttle_bytes_per_second)
+    record.status = JobState.READY
+    record.progress = 100
+    record.processed_files = record.total_files
+    record.bytes_processed = record.bytes_total
+    record.archive_key = key
+    record.archive_size = size
+    record.error = None
+    record.finished_at = time.time()
+    data = {"archive_size": size, "total_files": record.total_files,
+            "skipped_file_ids": record.skipped_file_ids}
+    if await store.save(record, "completed", data) is None:
+        # Cancelled at the last moment: the archive must not outlive the job.
+        await services.storage.delete(key)
+        raise JobCancelled
+
+
+def _percent(bytes_done: int, bytes_total: int, files_done: int, files_total: int) -> int:
+    # 100 is kept for `ready`: the upload is not complete until the last part is in.
+    if bytes_total > 0:
+        return min(99, bytes_done * 100 // bytes_total)
+    return min(99, files_done * 100 // max(files_total, 1))
+
+
+async def _after_transient(services: Services, record: JobRecord, attempt: int,
+                           exc: BaseException) -> str:
+    message = _describe(exc)
+    settings = services.settings
+    if attempt >= settings.max_attempts:
+        await _fail(services, record, message)
+        return JobState.FAILED.value
+    delay = settings.backoff_for(attempt)
+    record.last_error = message
+    logger.warning("job %s attempt %d failed (%s); retrying in %.1fs",
+                   record.job_id, attempt, message, delay)
+    try:
+        payload = progress_payload(record) | {"error": message, "retry_in": delay}
+        saved = await services.store.save(record, "retrying", payload)
+    except RedisError:
+        saved = ""  # Redis itself is the fault; the retry still goes ahead.
+    if saved is None:
+        return JobState.CANCELLED.value
+    raise Retry(defer=delay)
+
+
+async def _fail(services: Services, record: JobRecord, message: str) -> None:
+    record.status = JobState.FAILED
+    record.error = message
+    record.last_error = message
+    record.finished_at = time.time()
+    await services.store.save(record, "failed", {"error": message, "attempt": record.attempt})
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, StorageError) else f"{type(exc).__name__}: {text}"
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    services = await Services.open(settings)
+    ctx["services"] = services
+    try:
+        await services.storage.ensure_buckets()
+    except Exception as exc:
+        # Buckets are retried by the API's startup and by every job; a worker still starts.
+        logger.warning("could not ensure buckets at startup: %s", exc)
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    services: Services | None = ctx.get("services")
+    if services is not None:
+        await services.close()
+
+
+def job_function(settings: Settings) -> Function:
+    # arq's own timeout is a backstop a little above ours: ours records a clear failure,
+    # arq's would only cancel the task.
+    return func(build_archive_job, name=JOB_FUNCTION,
+                timeout=settings.job_timeout_seconds + 5,
+                max_tries=settings.max_attempts + CRASH_ALLOWANCE + 1)
+
+
+def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
+    """An arq Worker for `settings`; tests pass `burst=True, poll_delay=0`."""
+    settings = settings or load_settings()
+    options: dict[str, Any] = {
+        "functions": [job_function(settings)],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_concurrency,
+        "on_startup": _startup,
+        "on_shutdown": _shutdown,
+        "ctx": {"settings": settings},
+        "allow_abort_jobs": True,
+        "keep_result": 60,
+        "poll_delay": 0.1,
+        "handle_signals": True,
+    }
+    options.update(overrides)
+    return Worker(**options)
