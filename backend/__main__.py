@@ -26,10 +26,15 @@ def run_api() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_config=None, proxy_headers=True,
-                forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-                timeout_graceful_shutdown=3)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        timeout_graceful_shutdown=3,
+    )
 
 
 def run_worker() -> None:
@@ -74,10 +79,13 @@ def run_dev(state_dir: Path) -> None:
         s3_port = int(os.environ.get("S3_PORT", "0")) or devstack.free_port()
         s3 = devstack.start_s3(state_dir / "logs", s3_port)
         processes.append(s3)
-        env = {"REDIS_URL": redis.url, "S3_ENDPOINT": s3.url,
-               "S3_ACCESS_KEY_ID": "longhaul", "S3_SECRET_ACCESS_KEY": "longhaul-secret",
-               "THROTTLE_BYTES_PER_SECOND": os.environ.get("THROTTLE_BYTES_PER_SECOND",
-                                                           DEV_THROTTLE)}
+        env = {
+            "REDIS_URL": redis.url,
+            "S3_ENDPOINT": s3.url,
+            "S3_ACCESS_KEY_ID": "longhaul",
+            "S3_SECRET_ACCESS_KEY": "longhaul-secret",
+            "THROTTLE_BYTES_PER_SECOND": os.environ.get("THROTTLE_BYTES_PER_SECOND", DEV_THROTTLE),
+        }
         env = {**env, **{k: v for k, v in os.environ.items() if k in {"S3_PUBLIC_ENDPOINT"}}}
         os.environ.update(env)
         run_seed()
@@ -85,8 +93,11 @@ def run_dev(state_dir: Path) -> None:
         processes.append(devstack.start_worker(env, state_dir / "logs"))
         api = devstack.start_api(env, state_dir / "logs", port=port)
         processes.append(api)
-        print(f"\nLonghaul is running at {api.url}/  (API docs: {api.url}/docs)\n"
-              f"Logs in {state_dir / 'logs'}. Press Ctrl-C to stop.\n", flush=True)
+        print(
+            f"\nLonghaul is running at {api.url}/  (API docs: {api.url}/docs)\n"
+            f"Logs in {state_dir / 'logs'}. Press Ctrl-C to stop.\n",
+            flush=True,
+        )
         while all(process.alive() for process in processes):
             time.sleep(0.5)
         dead = [p.name for p in processes if not p.alive()]

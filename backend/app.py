@@ -55,10 +55,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            DownloadController, list_files, health, *page_routes(),
-            create_static_files_router(path="/static", directories=[FRONTEND / "static"],
-                                       send_as_attachment=False, name="static",
-                                       include_in_schema=False),
+            DownloadController,
+            list_files,
+            health,
+            *page_routes(),
+            create_static_files_router(
+                path="/static",
+                directories=[FRONTEND / "static"],
+                send_as_attachment=False,
+                name="static",
+                include_in_schema=False,
+            ),
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
@@ -68,13 +75,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
-        template_config=TemplateConfig(directory=FRONTEND / "templates",
-                                       engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=FRONTEND / "templates", engine=JinjaTemplateEngine
+        ),
         openapi_config=OpenAPIConfig(
-            title="Longhaul", version="1.0.0",
+            title="Longhaul",
+            version="1.0.0",
             description="Async bulk downloads: start a job, follow it, fetch one ZIP.",
-            path="/docs", render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(
-                path="/swagger")],
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         debug=False,
     )

@@ -77,10 +77,16 @@ def _safe_name(name: str) -> str:
     return "".join(ch if ord(ch) >= 32 else "_" for ch in cleaned)
 
 
-async def build_archive(storage: Storage, sources: list[SourceObject], key: str, *,
-                        on_progress: ProgressCallback, part_size: int,
-                        throttle_bytes_per_second: int = 0,
-                        compression_level: int = 0) -> int:
+async def build_archive(
+    storage: Storage,
+    sources: list[SourceObject],
+    key: str,
+    *,
+    on_progress: ProgressCallback,
+    part_size: int,
+    throttle_bytes_per_second: int = 0,
+    compression_level: int = 0,
+) -> int:
     """Write one ZIP holding every source under its catalogue name to `key`; return its size.
 
     On any error or cancellation the partial multipart upload is aborted, so no half archive

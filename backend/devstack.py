@@ -59,13 +59,19 @@ class Process:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-           cwd: Path | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = log_path.open("ab")
-    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                             start_new_session=True)
+    popen = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+    )
     log.close()
     return popen, log_path
 
@@ -102,9 +108,25 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     """A private redis-server on loopback with its data (AOF) in `data_dir`."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--save", "", "--appendonly", "yes" if appendonly else "no",
-            "--appendfsync", "everysec", "--protected-mode", "no", "--daemonize", "no"]
+    argv = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "everysec",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
+    ]
     popen, log_path = _spawn(f"redis-{port}", argv, data_dir)
     process = Process("redis", popen, f"redis://127.0.0.1:{port}/0", log_path)
 
@@ -134,13 +156,15 @@ def service_env(settings_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def start_api(settings_env: dict[str, str], log_dir: Path, port: int | None = None,
-              name: str = "api") -> Process:
+def start_api(
+    settings_env: dict[str, str], log_dir: Path, port: int | None = None, name: str = "api"
+) -> Process:
     """`python -m backend api` on loopback, ready when /health answers."""
     port = port or free_port()
     env = service_env({**settings_env, "PORT": str(port), "HOST": "127.0.0.1"})
-    popen, log_path = _spawn(f"{name}-{port}", [sys.executable, "-m", "backend", "api"],
-                             log_dir, env=env)
+    popen, log_path = _spawn(
+        f"{name}-{port}", [sys.executable, "-m", "backend", "api"], log_dir, env=env
+    )
     process = Process(name, popen, f"http://127.0.0.1:{port}", log_path)
     wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 30, name, process)
     return process
@@ -149,9 +173,14 @@ def start_api(settings_env: dict[str, str], log_dir: Path, port: int | None = No
 def start_worker(settings_env: dict[str, str], log_dir: Path, name: str = "worker") -> Process:
     """`python -m backend worker`; it has no port, so it is ready once it logs its start."""
     env = service_env(settings_env)
-    popen, log_path = _spawn(f"{name}-{time.monotonic_ns()}",
-                             [sys.executable, "-m", "backend", "worker"], log_dir, env=env)
+    popen, log_path = _spawn(
+        f"{name}-{time.monotonic_ns()}",
+        [sys.executable, "-m", "backend", "worker"],
+        log_dir,
+        env=env,
+    )
     process = Process(name, popen, "", log_path)
-    wait_until(lambda: "Starting worker" in (log_path.read_text(errors="replace")), 30, name,
-               process)
+    wait_until(
+        lambda: "Starting worker" in (log_path.read_text(errors="replace")), 30, name, process
+    )
     return process

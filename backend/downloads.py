@@ -64,12 +64,18 @@ def is_job_id(value: str) -> bool:
 async def start_job(services: Services, file_ids: list[int], owner: str) -> JobRecord:
     """Record a new job and queue it. Fast: no S3 call, two Redis round trips."""
     check_file_ids(file_ids, services.settings.max_files_per_job)
-    record = JobRecord(job_id=uuid.uuid4().hex, owner=owner, file_ids=list(file_ids),
-                       total_files=len(file_ids), max_attempts=services.settings.max_attempts,
-                       created_at=time.time())
+    record = JobRecord(
+        job_id=uuid.uuid4().hex,
+        owner=owner,
+        file_ids=list(file_ids),
+        total_files=len(file_ids),
+        max_attempts=services.settings.max_attempts,
+        created_at=time.time(),
+    )
     await services.store.create(record)
-    job = await services.redis.enqueue_job(JOB_FUNCTION, record.job_id, _job_id=record.job_id,
-                                           _queue_name=services.settings.queue_name)
+    job = await services.redis.enqueue_job(
+        JOB_FUNCTION, record.job_id, _job_id=record.job_id, _queue_name=services.settings.queue_name
+    )
     if job is None:
         raise EnqueueFailed(f"job {record.job_id} is already queued")
     return record
@@ -96,8 +102,9 @@ async def public_status(services: Services, record: JobRecord) -> JobStatus:
 async def download_url(services: Services, record: JobRecord) -> str:
     if not record.archive_key:
         raise JobAlreadyFinished(record)
-    return await services.storage.presign_download(record.archive_key,
-                                                   f"longhaul-{record.job_id[:8]}.zip")
+    return await services.storage.presign_download(
+        record.archive_key, f"longhaul-{record.job_id[:8]}.zip"
+    )
 
 
 async def cancel_job(services: Services, record: JobRecord) -> JobRecord:
@@ -106,8 +113,9 @@ async def cancel_job(services: Services, record: JobRecord) -> JobRecord:
         raise JobAlreadyFinished(record)
     record.status = JobState.CANCELLED
     record.finished_at = time.time()
-    saved = await services.store.save(record, terminal_event_for(JobState.CANCELLED),
-                                      {"status": "cancelled"})
+    saved = await services.store.save(
+        record, terminal_event_for(JobState.CANCELLED), {"status": "cancelled"}
+    )
     if saved is None:
         current = await services.store.get(record.job_id)
         raise JobAlreadyFinished(current or record)
@@ -117,18 +125,21 @@ async def cancel_job(services: Services, record: JobRecord) -> JobRecord:
     return record
 
 
-async def job_events(hub: EventHub, services: Services, record: JobRecord,
-                     last_event_id: str | None) -> AsyncIterator[JobEvent | None]:
+async def job_events(
+    hub: EventHub, services: Services, record: JobRecord, last_event_id: str | None
+) -> AsyncIterator[JobEvent | None]:
     """The job's events after `last_event_id`; `completed` carries a freshly minted URL.
 
     None marks an idle interval (time for a keep-alive).
     """
-    async for event in hub.subscribe(record.job_id, last_event_id,
-                                     idle_seconds=services.settings.sse_ping_seconds):
+    async for event in hub.subscribe(
+        record.job_id, last_event_id, idle_seconds=services.settings.sse_ping_seconds
+    ):
         if event is not None and event.event == "completed":
             current = await services.store.get(record.job_id) or record
             data = msgspec.json.decode(event.data)
             data["download_url"] = await download_url(services, current)
-            event = JobEvent(id=event.id, event=event.event,
-                             data=msgspec.json.encode(data).decode())
+            event = JobEvent(
+                id=event.id, event=event.event, data=msgspec.json.encode(data).decode()
+            )
         yield event

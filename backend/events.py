@@ -31,7 +31,7 @@ _QUEUE_LIMIT = 256
 class _Subscriber:
     """A bounded mailbox for one stream; overflow turns into a request to re-read history."""
 
-    __slots__ = ("resync", "items", "wakeup")
+    __slots__ = ("items", "resync", "wakeup")
 
     def __init__(self) -> None:
         self.items: deque[JobEvent] = deque()
@@ -117,8 +117,9 @@ class EventHub:
             for subscriber in subscribers:
                 subscriber.request_resync()
 
-    async def subscribe(self, job_id: str, last_event_id: str | None = None,
-                        idle_seconds: float = 15.0) -> AsyncIterator[JobEvent | None]:
+    async def subscribe(
+        self, job_id: str, last_event_id: str | None = None, idle_seconds: float = 15.0
+    ) -> AsyncIterator[JobEvent | None]:
         """Yield the job's events after `last_event_id`, history first, then live.
 
         Yields None after `idle_seconds` without an event (the caller sends a keep-alive) and

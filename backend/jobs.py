@@ -113,8 +113,9 @@ class JobStore:
         raw = await self.redis.get(self.record_key(job_id))
         return None if raw is None else _record_decoder.decode(raw)
 
-    async def save(self, record: JobRecord, event: str = "",
-                   data: dict[str, Any] | None = None) -> str | None:
+    async def save(
+        self, record: JobRecord, event: str = "", data: dict[str, Any] | None = None
+    ) -> str | None:
         """Write the record and append `event` (if any) in one step.
 
         Returns the event's id ("" without an event), or None when the job is already in a
@@ -125,12 +126,12 @@ class JobStore:
     async def save_progress(self, record: JobRecord) -> str | None:
         return await self.save(record, "progress", progress_payload(record))
 
-    async def events_after(self, job_id: str, last_id: str | None = None,
-                           count: int | None = None) -> list[JobEvent]:
+    async def events_after(
+        self, job_id: str, last_id: str | None = None, count: int | None = None
+    ) -> list[JobEvent]:
         """Events strictly after `last_id` (all of them when None), oldest first."""
         start = "-" if not last_id else f"({last_id}"
-        entries = await self.redis.xrange(self.stream_key(job_id), min=start, max="+",
-                                          count=count)
+        entries = await self.redis.xrange(self.stream_key(job_id), min=start, max="+", count=count)
         return [_event_from_entry(entry_id, fields) for entry_id, fields in entries]
 
     async def jobs_of(self, owner: str, limit: int = 50) -> list[JobRecord]:
@@ -141,14 +142,26 @@ class JobStore:
         raws = await self.redis.mget([self.record_key(_text(j)) for j in job_ids])
         return [_record_decoder.decode(raw) for raw in raws if raw is not None]
 
-    async def _run(self, record: JobRecord, mode: str, event: str,
-                   data: dict[str, Any]) -> str | None:
+    async def _run(
+        self, record: JobRecord, mode: str, event: str, data: dict[str, Any]
+    ) -> str | None:
         result = await self._script(
-            keys=[self.record_key(record.job_id), self.stream_key(record.job_id),
-                  self.owner_key(record.owner)],
-            args=[_encoder.encode(record), record.status.value, event,
-                  _encoder.encode(data).decode() if event else "", self.ttl_seconds,
-                  self.channel, record.job_id, mode, repr(record.created_at)],
+            keys=[
+                self.record_key(record.job_id),
+                self.stream_key(record.job_id),
+                self.owner_key(record.owner),
+            ],
+            args=[
+                _encoder.encode(record),
+                record.status.value,
+                event,
+                _encoder.encode(data).decode() if event else "",
+                self.ttl_seconds,
+                self.channel,
+                record.job_id,
+                mode,
+                repr(record.created_at),
+            ],
         )
         if result is None or result is False or result == 0:
             return None
@@ -161,8 +174,9 @@ def _text(value: bytes | str) -> str:
 
 def _event_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> JobEvent:
     decoded = {_text(k): _text(v) for k, v in fields.items()}
-    return JobEvent(id=_text(entry_id), event=decoded.get("event", "message"),
-                    data=decoded.get("data", "{}"))
+    return JobEvent(
+        id=_text(entry_id), event=decoded.get("event", "message"), data=decoded.get("data", "{}")
+    )
 
 
 def is_terminal_event(event: str) -> bool:
@@ -170,5 +184,8 @@ def is_terminal_event(event: str) -> bool:
 
 
 def terminal_event_for(state: JobState) -> str:
-    return {JobState.READY: "completed", JobState.FAILED: "failed",
-            JobState.CANCELLED: "cancelled"}[state]
+    return {
+        JobState.READY: "completed",
+        JobState.FAILED: "failed",
+        JobState.CANCELLED: "cancelled",
+    }[state]

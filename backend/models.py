@@ -113,8 +113,9 @@ class HealthBody(Struct):
     checks: dict[str, str]
 
 
-def status_of(record: JobRecord, download_url: str | None = None,
-              expires_at: float | None = None) -> JobStatus:
+def status_of(
+    record: JobRecord, download_url: str | None = None, expires_at: float | None = None
+) -> JobStatus:
     """The public status of a record; the caller mints the download URL when ready."""
     return JobStatus(
         job_id=record.job_id,

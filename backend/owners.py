@@ -30,8 +30,7 @@ def owner_from_cookie(value: str | None, secret_key: str) -> str | None:
     if not value or "." not in value:
         return None
     owner_id, _, signature = value.partition(".")
-    if len(owner_id) != 32 or not hmac.compare_digest(signature,
-                                                      _signature(owner_id, secret_key)):
+    if len(owner_id) != 32 or not hmac.compare_digest(signature, _signature(owner_id, secret_key)):
         return None
     return owner_id
 

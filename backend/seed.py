@@ -66,8 +66,12 @@ async def seed_demo(storage: Storage, files: tuple[DemoFile, ...] = DEMO_FILES) 
         key = catalogue_key(demo.file_id, demo.name)
         if key in present:
             continue
-        await storage.client.put_object(storage.source_bucket, key,
-                                        io.BytesIO(demo_bytes(demo.file_id, demo.size)),
-                                        demo.size, num_parallel_uploads=1)
+        await storage.client.put_object(
+            storage.source_bucket,
+            key,
+            io.BytesIO(demo_bytes(demo.file_id, demo.size)),
+            demo.size,
+            num_parallel_uploads=1,
+        )
         uploaded += 1
     return uploaded

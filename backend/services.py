@@ -28,18 +28,26 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         """Connect lazily: nothing here fails when Redis or S3 is down; calls do, later."""
-        pool = ConnectionPool.from_url(settings.redis_url, socket_connect_timeout=2,
-                                       socket_timeout=5, health_check_interval=30,
-                                       retry_on_timeout=False)
+        pool = ConnectionPool.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+            retry_on_timeout=False,
+        )
         redis = ArqRedis(connection_pool=pool)
-        listener = Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                  socket_keepalive=True, health_check_interval=15)
+        listener = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_keepalive=True,
+            health_check_interval=15,
+        )
         storage = Storage(settings)
         await storage.open()
-        store = JobStore(redis, prefix=settings.key_prefix,
-                         ttl_seconds=settings.job_record_ttl_seconds)
-        return cls(settings=settings, redis=redis, listener=listener, storage=storage,
-                   store=store)
+        store = JobStore(
+            redis, prefix=settings.key_prefix, ttl_seconds=settings.job_record_ttl_seconds
+        )
+        return cls(settings=settings, redis=redis, listener=listener, storage=storage, store=store)
 
     async def close(self) -> None:
         await self.storage.close()

@@ -131,8 +131,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _validate(settings: Settings) -> None:
-    for name, url in (("S3_ENDPOINT", settings.s3_endpoint),
-                      ("S3_PUBLIC_ENDPOINT", settings.public_endpoint)):
+    for name, url in (
+        ("S3_ENDPOINT", settings.s3_endpoint),
+        ("S3_PUBLIC_ENDPOINT", settings.public_endpoint),
+    ):
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise SettingsError(f"{name}={url!r} must be an http:// or https:// URL")

@@ -37,9 +37,14 @@ class SourceObject(CatalogueFile, frozen=True):
 def _client(endpoint: str, settings: Settings, session: aiohttp.ClientSession | None) -> Minio:
     parts = urlsplit(endpoint)
     # The region is given so presigning never needs a network round trip to discover it.
-    return Minio(parts.netloc, access_key=settings.s3_access_key_id,
-                 secret_key=settings.s3_secret_access_key, secure=parts.scheme == "https",
-                 region=settings.s3_region, session=session)
+    return Minio(
+        parts.netloc,
+        access_key=settings.s3_access_key_id,
+        secret_key=settings.s3_secret_access_key,
+        secure=parts.scheme == "https",
+        region=settings.s3_region,
+        session=session,
+    )
 
 
 def catalogue_key(file_id: int, name: str) -> str:
@@ -68,8 +73,9 @@ class Storage:
         # Our own session: short connect timeouts and no hidden retry layer, because retries
         # with their backoff are the job's policy, not the HTTP client's.
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=60)
-        self._session = aiohttp.ClientSession(timeout=timeout,
-                                              connector=aiohttp.TCPConnector(limit=64))
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=64)
+        )
         self._client = _client(self.settings.s3_endpoint, self.settings, self._session)
 
     async def close(self) -> None:
@@ -110,8 +116,15 @@ class Storage:
                 if parsed is None or obj.is_dir:
                     continue
                 file_id, name = parsed
-                found.append(SourceObject(file_id=file_id, name=name, size=obj.size or 0,
-                                          key=obj.object_name or "", modified=obj.last_modified))
+                found.append(
+                    SourceObject(
+                        file_id=file_id,
+                        name=name,
+                        size=obj.size or 0,
+                        key=obj.object_name or "",
+                        modified=obj.last_modified,
+                    )
+                )
         except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StorageError(f"cannot list the catalogue: {exc}") from exc
         found.sort(key=lambda item: (item.file_id, item.key))
@@ -131,8 +144,9 @@ class Storage:
                 found.append(item)
         return found, missing
 
-    async def read(self, key: str, bucket: str | None = None,
-                   chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, bucket: str | None = None, chunk_size: int = READ_CHUNK
+    ) -> AsyncIterator[bytes]:
         """Stream an object's bytes in chunks of at most `chunk_size`."""
         response = None
         try:
@@ -149,12 +163,14 @@ class Storage:
         """A multipart upload into the results bucket (parts of >= 5 MiB but the last)."""
         return self.client.multipart_uploader(self.results_bucket, key, content_type=content_type)
 
-    async def put_small(self, bucket: str, key: str, data: bytes,
-                        content_type: str = "application/octet-stream") -> None:
+    async def put_small(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
         import io
 
-        await self.client.put_object(bucket, key, io.BytesIO(data), len(data),
-                                     content_type=content_type)
+        await self.client.put_object(
+            bucket, key, io.BytesIO(data), len(data), content_type=content_type
+        )
 
     async def size_of(self, key: str, bucket: str | None = None) -> int | None:
         """The object's size, or None when there is no such object."""
@@ -171,13 +187,18 @@ class Storage:
 
     async def presign_download(self, key: str, filename: str) -> str:
         """A GET URL for the archive, valid for the presign TTL, signed for the public endpoint."""
-        disposition = (f"attachment; filename=\"{_ascii_fallback(filename)}\"; "
-                       f"filename*=UTF-8''{quote(filename, safe='')}")
+        disposition = (
+            f'attachment; filename="{_ascii_fallback(filename)}"; '
+            f"filename*=UTF-8''{quote(filename, safe='')}"
+        )
         return await self._presigner.presigned_get_object(
-            self.results_bucket, key,
+            self.results_bucket,
+            key,
             expires=timedelta(seconds=self.settings.presign_ttl_seconds),
-            response_headers={"response-content-disposition": disposition,
-                              "response-content-type": "application/zip"},
+            response_headers={
+                "response-content-disposition": disposition,
+                "response-content-type": "application/zip",
+            },
         )
 
 

@@ -62,8 +62,11 @@ async def build_archive_job(ctx: dict[str, Any], job_id: str) -> str:
         return JobState.CANCELLED.value
     except TimeoutError as exc:
         if deadline.expired():
-            await _fail(services, record,
-                        f"the job took longer than {services.settings.job_timeout_seconds} s")
+            await _fail(
+                services,
+                record,
+                f"the job took longer than {services.settings.job_timeout_seconds} s",
+            )
             return JobState.FAILED.value
         return await _after_transient(services, record, attempt, exc)
     except TRANSIENT_ERRORS as exc:
@@ -93,8 +96,9 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
     sources, missing = await services.storage.resolve(record.file_ids)
     record.skipped_file_ids = missing
     if not sources:
-        await _fail(services, record,
-                    f"none of the requested files exist (file_ids {record.file_ids})")
+        await _fail(
+            services, record, f"none of the requested files exist (file_ids {record.file_ids})"
+        )
         return
     record.total_files = len(sources)
     record.bytes_total = sum(source.size for source in sources)
@@ -115,15 +119,21 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
         last_emit, last_files = now, state.files_done
         record.processed_files = state.files_done
         record.bytes_processed = state.bytes_done
-        record.progress = _percent(state.bytes_done, record.bytes_total, state.files_done,
-                                   record.total_files)
+        record.progress = _percent(
+            state.bytes_done, record.bytes_total, state.files_done, record.total_files
+        )
         if await store.save_progress(record) is None:
             raise JobCancelled
 
     key = archive_key_for(record.job_id)
-    size = await build_archive(services.storage, sources, key, on_progress=on_progress,
-                               part_size=settings.archive_part_size,
-                               throttle_bytes_per_second=settings.throttle_bytes_per_second)
+    size = await build_archive(
+        services.storage,
+        sources,
+        key,
+        on_progress=on_progress,
+        part_size=settings.archive_part_size,
+        throttle_bytes_per_second=settings.throttle_bytes_per_second,
+    )
     record.status = JobState.READY
     record.progress = 100
     record.processed_files = record.total_files
@@ -132,8 +142,11 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
     record.archive_size = size
     record.error = None
     record.finished_at = time.time()
-    data = {"archive_size": size, "total_files": record.total_files,
-            "skipped_file_ids": record.skipped_file_ids}
+    data = {
+        "archive_size": size,
+        "total_files": record.total_files,
+        "skipped_file_ids": record.skipped_file_ids,
+    }
     if await store.save(record, "completed", data) is None:
         # Cancelled at the last moment: the archive must not outlive the job.
         await services.storage.delete(key)
@@ -147,8 +160,9 @@ def _percent(bytes_done: int, bytes_total: int, files_done: int, files_total: in
     return min(99, files_done * 100 // max(files_total, 1))
 
 
-async def _after_transient(services: Services, record: JobRecord, attempt: int,
-                           exc: BaseException) -> str:
+async def _after_transient(
+    services: Services, record: JobRecord, attempt: int, exc: BaseException
+) -> str:
     message = _describe(exc)
     settings = services.settings
     if attempt >= settings.max_attempts:
@@ -156,8 +170,9 @@ async def _after_transient(services: Services, record: JobRecord, attempt: int,
         return JobState.FAILED.value
     delay = settings.backoff_for(attempt)
     record.last_error = message
-    logger.warning("job %s attempt %d failed (%s); retrying in %.1fs",
-                   record.job_id, attempt, message, delay)
+    logger.warning(
+        "job %s attempt %d failed (%s); retrying in %.1fs", record.job_id, attempt, message, delay
+    )
     try:
         payload = progress_payload(record) | {"error": message, "retry_in": delay}
         saved = await services.store.save(record, "retrying", payload)
@@ -201,9 +216,12 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 def job_function(settings: Settings) -> Function:
     # arq's own timeout is a backstop a little above ours: ours records a clear failure,
     # arq's would only cancel the task.
-    return func(build_archive_job, name=JOB_FUNCTION,
-                timeout=settings.job_timeout_seconds + 5,
-                max_tries=settings.max_attempts + CRASH_ALLOWANCE + 1)
+    return func(
+        build_archive_job,
+        name=JOB_FUNCTION,
+        timeout=settings.job_timeout_seconds + 5,
+        max_tries=settings.max_attempts + CRASH_ALLOWANCE + 1,
+    )
 
 
 def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:

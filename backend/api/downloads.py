@@ -43,8 +43,9 @@ async def require_json(request: Request[Any, Any, Any]) -> None:
         return
     media_type = content_type.split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise HTTPException(status_code=415,
-                            detail=f"Content-Type must be application/json, got {media_type!r}")
+        raise HTTPException(
+            status_code=415, detail=f"Content-Type must be application/json, got {media_type!r}"
+        )
 
 
 def read_last_event_id(header: str | None, query: str | None) -> str | None:
@@ -53,14 +54,17 @@ def read_last_event_id(header: str | None, query: str | None) -> str | None:
     if value is None or value.strip() == "":
         return None
     if parse_event_id(value) is None:
-        raise HTTPException(status_code=400,
-                            detail=f"Last-Event-ID: {value[:64]!r} is not an event id "
-                                   "(expected <milliseconds>-<sequence>)")
+        raise HTTPException(
+            status_code=400,
+            detail=f"Last-Event-ID: {value[:64]!r} is not an event id "
+            "(expected <milliseconds>-<sequence>)",
+        )
     return value.strip()
 
 
-async def sse_messages(events: AsyncIterator[JobEvent | None]
-                       ) -> AsyncIterator[ServerSentEventMessage]:
+async def sse_messages(
+    events: AsyncIterator[JobEvent | None],
+) -> AsyncIterator[ServerSentEventMessage]:
     """SSE frames for job events, with keep-alive comments while idle."""
     yield ServerSentEventMessage(comment="stream open", retry=SSE_RETRY_MS, data=None)
     try:
@@ -80,14 +84,22 @@ class DownloadController(Controller):
     path = "/v1/download"
     tags = ["downloads"]
 
-    @post("/async", status_code=202, before_request=require_json,
-          summary="Start a download job",
-          responses={**_ERRORS, 415: ResponseSpec(ErrorBody, description="Not JSON."),
-                     413: ResponseSpec(ErrorBody, description="Body too large.")},
-          description="Answers at once with the job's status; a worker builds the ZIP. "
-                      "Follow it at `status_url` (polling) or `events_url` (SSE).")
-    async def start(self, data: DownloadRequest, services: Services,
-                    requester: str) -> Response[JobStatus]:
+    @post(
+        "/async",
+        status_code=202,
+        before_request=require_json,
+        summary="Start a download job",
+        responses={
+            **_ERRORS,
+            415: ResponseSpec(ErrorBody, description="Not JSON."),
+            413: ResponseSpec(ErrorBody, description="Body too large."),
+        },
+        description="Answers at once with the job's status; a worker builds the ZIP. "
+        "Follow it at `status_url` (polling) or `events_url` (SSE).",
+    )
+    async def start(
+        self, data: DownloadRequest, services: Services, requester: str
+    ) -> Response[JobStatus]:
         record = await start_job(services, data.file_ids, requester)
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
@@ -97,26 +109,39 @@ class DownloadController(Controller):
         record = await find_job(services, job_id, requester)
         return await public_status(services, record)
 
-    @get("/subscribe/{job_id:str}", summary="Stream a job's events (SSE)",
-         responses=_ERRORS,
-         description="`text/event-stream` of `progress`, `retrying`, `completed "
-                     "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
-                     "event has an `id`; reconnect with `Last-Event-ID` to resume. The stream "
-                     "closes after the terminal event; `: ping` comments keep it alive.")
+    @get(
+        "/subscribe/{job_id:str}",
+        summary="Stream a job's events (SSE)",
+        responses=_ERRORS,
+        description="`text/event-stream` of `progress`, `retrying`, `completed "
+        "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
+        "event has an `id`; reconnect with `Last-Event-ID` to resume. The stream "
+        "closes after the terminal event; `: ping` comments keep it alive.",
+    )
     async def subscribe(
-        self, job_id: str, services: Services, hub: EventHub, requester: str,
-        last_event_header: Annotated[str | None, Parameter(header="Last-Event-ID",
-                                                           required=False)] = None,
-        last_event_id: Annotated[str | None, Parameter(query="last_event_id",
-                                                       required=False)] = None,
+        self,
+        job_id: str,
+        services: Services,
+        hub: EventHub,
+        requester: str,
+        last_event_header: Annotated[
+            str | None, Parameter(header="Last-Event-ID", required=False)
+        ] = None,
+        last_event_id: Annotated[
+            str | None, Parameter(query="last_event_id", required=False)
+        ] = None,
     ) -> ServerSentEvent:
         resume_after = read_last_event_id(last_event_header, last_event_id)
         record = await find_job(services, job_id, requester)
         events = job_events(hub, services, record, resume_after)
         return ServerSentEvent(sse_messages(events), headers=SSE_HEADERS)
 
-    @delete("/{job_id:str}", status_code=200, summary="Cancel a job",
-            responses={**_ERRORS, 409: ResponseSpec(ErrorBody, description="Already ended.")})
+    @delete(
+        "/{job_id:str}",
+        status_code=200,
+        summary="Cancel a job",
+        responses={**_ERRORS, 409: ResponseSpec(ErrorBody, description="Already ended.")},
+    )
     async def cancel(self, job_id: str, services: Services, requester: str) -> JobStatus:
         record = await find_job(services, job_id, requester)
         record = await cancel_job(services, record)

@@ -38,24 +38,36 @@ def _validation_detail(exc: ValidationException) -> str:
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     detail = _validation_detail(exc) if isinstance(exc, ValidationException) else exc.detail
     headers = dict(exc.headers or {})
-    return Response(_body(exc.status_code, detail, exc.extra), status_code=exc.status_code,
-                    media_type=MediaType.JSON, headers=headers)
+    return Response(
+        _body(exc.status_code, detail, exc.extra),
+        status_code=exc.status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
 
 
 def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    which = "the job store (Redis)" if isinstance(exc, RedisError | ConnectionError) \
+    which = (
+        "the job store (Redis)"
+        if isinstance(exc, RedisError | ConnectionError)
         else "object storage (S3)"
+    )
     logger.warning("%s %s: %s unavailable: %s", request.method, request.url.path, which, exc)
-    return Response(_body(503, f"{which} is unavailable; try again shortly"),
-                    status_code=HTTP_503_SERVICE_UNAVAILABLE, media_type=MediaType.JSON,
-                    headers={"Retry-After": "2"})
+    return Response(
+        _body(503, f"{which} is unavailable; try again shortly"),
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": "2"},
+    )
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path,
-                     exc_info=exc)
-    return Response(_body(500, "internal error"), status_code=HTTP_500_INTERNAL_SERVER_ERROR,
-                    media_type=MediaType.JSON)
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        _body(500, "internal error"),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+        media_type=MediaType.JSON,
+    )
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

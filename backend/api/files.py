@@ -10,5 +10,7 @@ from backend.services import Services
 
 @get("/v1/files", tags=["files"], summary="The catalogue of downloadable files")
 async def list_files(services: Services) -> list[CatalogueFile]:
-    return [CatalogueFile(file_id=item.file_id, name=item.name, size=item.size)
-            for item in await services.storage.catalogue()]
+    return [
+        CatalogueFile(file_id=item.file_id, name=item.name, size=item.size)
+        for item in await services.storage.catalogue()
+    ]

@@ -1,0 +1,87 @@
+"""Small helpers the tests share: following a job, reading its archive."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@dataclass
+class ReceivedEvent:
+    id: str
+    event: str
+    data: dict[str, Any]
+
+
+async def start(http: httpx.AsyncClient, file_ids: list[int], **kwargs: Any) -> dict[str, Any]:
+    response = await http.post("/v1/download/async", json={"file_ids": file_ids}, **kwargs)
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def collect_events(
+    http: httpx.AsyncClient,
+    job_id: str,
+    last_event_id: str | None = None,
+    limit: int | None = None,
+    timeout: float = 60,
+) -> list[ReceivedEvent]:
+    """Events from the SSE stream until the terminal one (or `limit` events)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    received: list[ReceivedEvent] = []
+
+    async def read() -> None:
+        async with aconnect_sse(
+            http, "GET", f"/v1/download/subscribe/{job_id}", headers=headers
+        ) as source:
+            assert source.response.status_code == 200, await source.response.aread()
+            async for sse in source.aiter_sse():
+                if not sse.data:  # a keep-alive or `retry:` frame, not an event
+                    continue
+                received.append(ReceivedEvent(sse.id, sse.event, json.loads(sse.data)))
+                if sse.event in TERMINAL or (limit is not None and len(received) >= limit):
+                    return
+
+    await asyncio.wait_for(read(), timeout)
+    return received
+
+
+async def wait_for_status(
+    http: httpx.AsyncClient, job_id: str, statuses: set[str], timeout: float = 60
+) -> dict[str, Any]:
+    async def poll() -> dict[str, Any]:
+        while True:
+            body: dict[str, Any] = (await http.get(f"/v1/download/status/{job_id}")).json()
+            if body["status"] in statuses:
+                return body
+            await asyncio.sleep(0.1)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+def zip_digests(data: bytes) -> dict[str, str]:
+    """Entry name -> sha256 of its contents, after checking every CRC."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        return {
+            info.filename: hashlib.sha256(archive.read(info)).hexdigest()
+            for info in archive.infolist()
+        }
+
+
+async def fetch(url: str) -> bytes:
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.get(url)
+        assert response.status_code == 200, response.text[:500]
+        return response.content

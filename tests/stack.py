@@ -1,0 +1,164 @@
+"""Shared pytest fixtures: real Redis, a real S3 server, and the service processes.
+
+Loaded for tests/ and e2e/ alike (`-p tests.stack` in pyproject). Every server runs on a free
+loopback port with its data in a temp dir and is stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend import devstack
+from backend.seed import demo_bytes
+from backend.services import Services
+from backend.settings import Settings, load_settings
+from backend.storage import Storage, catalogue_key
+
+
+@dataclass(frozen=True)
+class TestFile:
+    file_id: int
+    name: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def _file(file_id: int, name: str, size: int) -> TestFile:
+    return TestFile(file_id, name, demo_bytes(file_id, size))
+
+
+# Small but real: several parts' worth in total, a multi-MiB file, an empty file, a name
+# that needs UTF-8, and two files whose names collide.
+CATALOGUE: tuple[TestFile, ...] = (
+    _file(1, "alpha.txt", 200 * 1024),
+    _file(2, "bravo.bin", 3 * 1024 * 1024 + 17),
+    _file(3, "charlie.csv", 700 * 1024),
+    _file(4, "délta résumé.pdf", 1024 * 1024),
+    _file(5, "echo.log", 10),
+    _file(6, "empty.dat", 0),
+    _file(7, "alpha.txt", 64 * 1024),
+    _file(8, "foxtrot.iso", 6 * 1024 * 1024),
+)
+CATALOGUE_BY_ID = {f.file_id: f for f in CATALOGUE}
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def redis_server(state_dir: Path) -> Iterator[devstack.Process]:
+    process = devstack.start_redis(state_dir / "redis")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(state_dir: Path) -> Iterator[devstack.Process]:
+    process = devstack.start_s3(state_dir / "logs")
+    yield process
+    process.stop()
+
+
+def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment variables of a Longhaul process for one isolated test stack."""
+    env = {
+        "REDIS_URL": redis_url,
+        "S3_ENDPOINT": s3_url,
+        "S3_ACCESS_KEY_ID": "longhaul",
+        "S3_SECRET_ACCESS_KEY": "longhaul-secret",
+        "S3_BUCKET_NAME": f"{prefix}-downloads",
+        "S3_SOURCE_BUCKET": f"{prefix}-catalogue",
+        "KEY_PREFIX": prefix,
+        "QUEUE_NAME": f"{prefix}:queue",
+        "JOB_TIMEOUT_SECONDS": "30",
+        "THROTTLE_BYTES_PER_SECOND": "0",
+        "SSE_PING_SECONDS": "15",
+        "SECRET_KEY": "test-secret",
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(extra)
+    return env
+
+
+async def seed_catalogue(storage: Storage, files: tuple[TestFile, ...] = CATALOGUE) -> None:
+    await storage.ensure_buckets()
+    for item in files:
+        await storage.client.put_object(
+            storage.source_bucket,
+            catalogue_key(item.file_id, item.name),
+            io.BytesIO(item.data),
+            len(item.data),
+            num_parallel_uploads=1,
+        )
+
+
+@pytest.fixture(scope="session")
+async def stack_env(redis_server: devstack.Process, s3_server: devstack.Process) -> dict[str, str]:
+    """Env of the session's API and worker processes, with the test catalogue seeded."""
+    env = env_for(redis_server.url, s3_server.url, "lh-stack")
+    storage = Storage(load_settings(env))
+    await storage.open()
+    try:
+        await seed_catalogue(storage)
+    finally:
+        await storage.close()
+    return env
+
+
+@pytest.fixture(scope="session")
+def api_server(stack_env: dict[str, str], state_dir: Path) -> Iterator[devstack.Process]:
+    process = devstack.start_api(stack_env, state_dir / "logs")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_process(stack_env: dict[str, str], state_dir: Path) -> Iterator[devstack.Process]:
+    process = devstack.start_worker(stack_env, state_dir / "logs")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def http(
+    api_server: devstack.Process, worker_process: devstack.Process
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the session's API, with a worker running behind it."""
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def isolated_env(redis_server: devstack.Process, s3_server: devstack.Process) -> dict[str, str]:
+    """Env for a stack of this test's own: its own key prefix, queue and buckets."""
+    return env_for(redis_server.url, s3_server.url, f"lh-t{os.getpid()}-{next(_counter)}")
+
+
+@pytest.fixture
+def settings(isolated_env: dict[str, str]) -> Settings:
+    return load_settings(isolated_env)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """Shared clients for this test's own stack, with the catalogue seeded."""
+    opened = await Services.open(settings)
+    await seed_catalogue(opened.storage)
+    yield opened
+    await opened.close()
