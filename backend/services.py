@@ -5,6 +5,7 @@ No other module opens a Redis or S3 client of its own.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -36,11 +37,13 @@ class Services:
             retry_on_timeout=False,
         )
         redis = ArqRedis(connection_pool=pool)
+        # Named so operators (and tests) can find each process's single event reader.
         listener = Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=2,
             socket_keepalive=True,
             health_check_interval=15,
+            client_name=f"longhaul-events-{os.getpid()}",
         )
         storage = Storage(settings)
         await storage.open()

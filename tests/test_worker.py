@@ -1,0 +1,211 @@
+"""The arq worker against real Redis and a real S3 server: attempts, skips, limits, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from backend.devstack import free_port
+from backend.downloads import cancel_job, start_job
+from backend.jobs import parse_event_id
+from backend.models import JobEvent, JobState
+from backend.services import Services
+from backend.settings import Settings
+from backend.worker import archive_key_for, create_worker
+from tests.helpers import zip_digests
+from tests.stack import CATALOGUE_BY_ID
+
+
+async def run_worker_until_idle(settings: Settings, **overrides: Any) -> None:
+    """A real arq worker in burst mode: runs until the queue is empty, deferred jobs too."""
+    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, **overrides)
+    try:
+        await asyncio.wait_for(worker.async_run(), 90)
+    finally:
+        await worker.close()
+
+
+def seconds_of(event: JobEvent) -> float:
+    position = parse_event_id(event.id)
+    assert position is not None
+    return position[0] / 1000
+
+
+async def read_archive(services: Services, job_id: str) -> bytes:
+    chunks = [
+        c
+        async for c in services.storage.read(
+            archive_key_for(job_id), bucket=services.storage.results_bucket
+        )
+    ]
+    return b"".join(chunks)
+
+
+async def test_missing_file_ids_are_skipped_and_listed(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [3, 999_999, 5], "public")
+    await run_worker_until_idle(settings)
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.READY
+    assert done.skipped_file_ids == [999_999]
+    assert done.total_files == 2
+    digests = zip_digests(await read_archive(services, record.job_id))
+    assert digests == {
+        CATALOGUE_BY_ID[3].name: CATALOGUE_BY_ID[3].sha256,
+        CATALOGUE_BY_ID[5].name: CATALOGUE_BY_ID[5].sha256,
+    }
+
+
+async def test_job_fails_clearly_when_no_requested_file_exists(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [424_242, 434_343], "public")
+    await run_worker_until_idle(settings)
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.FAILED
+    assert done.error is not None
+    assert "none of the requested files exist" in done.error
+    assert "424242" in done.error
+    events = await services.store.events_after(record.job_id)
+    assert events[-1].event == "failed"
+
+
+async def test_colliding_names_get_distinct_entries(services: Services, settings: Settings) -> None:
+    record = await start_job(services, [1, 7], "public")
+    await run_worker_until_idle(settings)
+    digests = zip_digests(await read_archive(services, record.job_id))
+    assert digests == {
+        "alpha.txt": CATALOGUE_BY_ID[1].sha256,
+        "alpha (2).txt": CATALOGUE_BY_ID[7].sha256,
+    }
+
+
+async def test_progress_events_are_ordered_and_reach_100_only_when_ready(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [8, 2, 3], "public")
+    await run_worker_until_idle(settings.replace(archive_part_size=5 * 1024 * 1024))
+    events = await services.store.events_after(record.job_id)
+    import json
+
+    progress = [json.loads(e.data) for e in events if e.event == "progress"]
+    values = [p["progress"] for p in progress]
+    files = [p["processed_files"] for p in progress]
+    assert values == sorted(values)
+    assert files == sorted(files)
+    assert max(values) <= 99
+    assert len({v for v in values if 0 < v < 100}) >= 2
+    assert {p["processed_files"] for p in progress} >= {0, 1, 2, 3}
+    assert events[-1].event == "completed"
+    ids = [parse_event_id(e.id) for e in events]
+    assert ids == sorted(ids)
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.progress == 100
+
+
+async def test_transient_errors_retry_after_1_2_4_seconds_then_fail_with_the_real_error(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [1], "public")
+    dead_port = free_port()  # nothing listens here: S3 is "down" for the worker
+    await run_worker_until_idle(settings.replace(s3_endpoint=f"http://127.0.0.1:{dead_port}"))
+
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.FAILED
+    assert done.attempt == 4
+    assert done.error is not None
+    assert f"127.0.0.1:{dead_port}" in done.error
+    assert "max" not in done.error.lower()  # not arq's "max retries exceeded"
+
+    events = await services.store.events_after(record.job_id)
+    retrying = [e for e in events if e.event == "retrying"]
+    assert len(retrying) == 3
+    starts = [
+        e
+        for e in events
+        if e.event == "progress" and '"attempt":' in e.data and '"status":"processing"' in e.data
+    ]
+    import json
+
+    first_of_attempt = {}
+    for event in starts:
+        first_of_attempt.setdefault(json.loads(event.data)["attempt"], event)
+    gaps = [seconds_of(first_of_attempt[n + 1]) - seconds_of(retrying[n - 1]) for n in (1, 2, 3)]
+    for gap, expected in zip(gaps, (1.0, 2.0, 4.0), strict=True):
+        assert expected - 0.05 <= gap <= expected + 0.8, gaps
+    assert events[-1].event == "failed"
+    assert json.loads(events[-1].data)["error"] == done.error
+
+
+async def test_a_worker_runs_at_most_five_jobs_at_once(
+    services: Services, settings: Settings
+) -> None:
+    # Each job streams ~1 MiB at 1 MiB/s, so eight of them overlap as much as they may.
+    records = [await start_job(services, [4], "public") for _ in range(8)]
+    await run_worker_until_idle(settings.replace(throttle_bytes_per_second=1024 * 1024))
+    spans = []
+    for record in records:
+        events = await services.store.events_after(record.job_id)
+        started = next(e for e in events if '"status":"processing"' in e.data)
+        spans.append((seconds_of(started), seconds_of(events[-1])))
+        assert events[-1].event == "completed"
+    moments = sorted({start for start, _ in spans})
+    peak = max(sum(1 for start, end in spans if start <= t < end) for t in moments)
+    assert peak == 5
+
+
+async def test_cancel_stops_a_running_job_and_leaves_no_archive(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [8], "public")
+    slow = settings.replace(throttle_bytes_per_second=1024 * 1024)
+    worker = asyncio.create_task(run_worker_until_idle(slow))
+
+    async def wait_processing() -> None:
+        while True:
+            current = await services.store.get(record.job_id)
+            if current and current.status is JobState.PROCESSING and current.bytes_processed:
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(wait_processing(), 30)
+    current = await services.store.get(record.job_id)
+    assert current is not None
+    await cancel_job(services, current)
+    await asyncio.wait_for(worker, 30)
+
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.CANCELLED
+    assert await services.storage.size_of(archive_key_for(record.job_id)) is None
+    events = await services.store.events_after(record.job_id)
+    assert events[-1].event == "cancelled"
+
+
+async def test_a_finished_job_run_again_keeps_its_single_archive(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [3], "public")
+    await run_worker_until_idle(settings)
+    first = await read_archive(services, record.job_id)
+    # The same job id queued again (as after a crash): the result stays the same one object.
+    await services.redis.enqueue_job(
+        "build_archive", record.job_id, _queue_name=settings.queue_name
+    )
+    await run_worker_until_idle(settings)
+    listed = [
+        o.object_name
+        async for o in services.storage.client.list_objects(
+            services.storage.results_bucket, prefix="archives/", recursive=True
+        )
+    ]
+    assert listed == [archive_key_for(record.job_id)]
+    assert await read_archive(services, record.job_id) == first
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.READY
