@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -14,6 +15,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from redis.exceptions import RedisError
 
 from backend.downloads import (
+    InvalidInput,
     cancel_job,
     find_job,
     job_events,
@@ -46,6 +48,21 @@ async def require_json(request: Request[Any, Any, Any]) -> None:
         raise HTTPException(
             status_code=415, detail=f"Content-Type must be application/json, got {media_type!r}"
         )
+
+
+_strict_decoder = msgspec.json.Decoder(DownloadRequest, strict=True)
+
+
+def decode_strictly(body: bytes) -> DownloadRequest:
+    """The request body as a DownloadRequest, refusing strings that merely look like ids."""
+    try:
+        return _strict_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$.")
+        field = path.rstrip("`") or "body"
+        raise InvalidInput(field, message) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("body", f"JSON is malformed: {exc}") from exc
 
 
 def read_last_event_id(header: str | None, query: str | None) -> str | None:
@@ -98,8 +115,14 @@ class DownloadController(Controller):
         "Follow it at `status_url` (polling) or `events_url` (SSE).",
     )
     async def start(
-        self, data: DownloadRequest, services: Services, requester: str
+        self,
+        data: DownloadRequest,
+        request: Request[Any, Any, Any],
+        services: Services,
+        requester: str,
     ) -> Response[JobStatus]:
+        # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
+        data = decode_strictly(await request.body())
         record = await start_job(services, data.file_ids, requester)
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})

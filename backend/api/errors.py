@@ -31,12 +31,30 @@ def _validation_detail(exc: ValidationException) -> str:
         if isinstance(item, dict) and item.get("message"):
             key = item.get("key")
             message = str(item["message"])
+            if message == f"'{key}'":
+                # A body that is not there at all surfaces as a bare KeyError of `data`.
+                message, key = "request body is empty; expected a JSON object", "body"
             messages.append(f"{key}: {message}" if key and key not in message else message)
     return "; ".join(messages) or exc.detail
 
 
+# Litestar's stock sentences for these say what happened but not what to do about it.
+_PLAIN_DETAILS = {
+    404: lambda request: f"no route {request.url.path!r}",
+    405: lambda request: f"method {request.method} is not allowed on {request.url.path!r}",
+    413: lambda request: "request body is too large",
+}
+
+
 def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     detail = _validation_detail(exc) if isinstance(exc, ValidationException) else exc.detail
+    stock = _PLAIN_DETAILS.get(exc.status_code)
+    if stock is not None and detail in {
+        "Not Found",
+        "Method Not Allowed",
+        "Request Entity Too Large",
+    }:
+        detail = stock(request)
     headers = dict(exc.headers or {})
     return Response(
         _body(exc.status_code, detail, exc.extra),
@@ -84,7 +102,17 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     return Response(_body(status, detail, extra), status_code=status, media_type=MediaType.JSON)
 
 
+def bad_encoding_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Litestar lets a non-UTF-8 JSON body escape as UnicodeDecodeError; it is the client's.
+    return Response(
+        _body(400, f"body: JSON is malformed: not valid UTF-8 ({exc})"),
+        status_code=400,
+        media_type=MediaType.JSON,
+    )
+
+
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    UnicodeDecodeError: bad_encoding_handler,
     HTTPException: http_exception_handler,
     InvalidInput: domain_error_handler,
     UnknownJob: domain_error_handler,
