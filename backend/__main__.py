@@ -38,11 +38,11 @@ def run_api() -> None:
 
 
 def run_worker() -> None:
-    from backend.worker import create_worker
+    from backend.worker import serve
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    create_worker(settings).run()
+    serve(settings)
 
 
 def run_seed() -> None:

@@ -5,6 +5,8 @@ Framework-free: callers turn the errors raised here into HTTP responses (api/err
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,6 +45,13 @@ class JobAlreadyFinished(Exception):
         self.record = record
 
 
+class IdempotencyConflict(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key[:64]!r} was already used with a different request body"
+        )
+
+
 class EnqueueFailed(Exception):
     """The job record was written but the queue refused the job."""
 
@@ -61,11 +70,28 @@ def is_job_id(value: str) -> bool:
     return len(value) == _JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in value)
 
 
-async def start_job(services: Services, file_ids: list[int], owner: str) -> JobRecord:
-    """Record a new job and queue it. Fast: no S3 call, two Redis round trips."""
+async def start_job(
+    services: Services, file_ids: list[int], owner: str, idempotency_key: str | None = None
+) -> JobRecord:
+    """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
+
+    With an idempotency key, a repeat of the same request returns the job the first one made;
+    the same key with another body is refused (IdempotencyConflict).
+    """
     check_file_ids(file_ids, services.settings.max_files_per_job)
+    job_id = uuid.uuid4().hex
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+        fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
+        bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
+            owner, idempotency_key, fingerprint, job_id
+        )
+        if bound_fingerprint != fingerprint:
+            raise IdempotencyConflict(idempotency_key)
+        if bound_job != job_id:
+            return await _replayed(services, bound_job)
     record = JobRecord(
-        job_id=uuid.uuid4().hex,
+        job_id=job_id,
         owner=owner,
         file_ids=list(file_ids),
         total_files=len(file_ids),
@@ -74,11 +100,31 @@ async def start_job(services: Services, file_ids: list[int], owner: str) -> JobR
     )
     await services.store.create(record)
     job = await services.redis.enqueue_job(
-        JOB_FUNCTION, record.job_id, _job_id=record.job_id, _queue_name=services.settings.queue_name
+        JOB_FUNCTION,
+        record.job_id,
+        _job_id=record.job_id,
+        _queue_name=services.settings.queue_name,
     )
     if job is None:
         raise EnqueueFailed(f"job {record.job_id} is already queued")
     return record
+
+
+def check_idempotency_key(key: str) -> None:
+    if not 1 <= len(key) <= 255 or not all(33 <= ord(ch) < 127 for ch in key):
+        raise InvalidInput(
+            "Idempotency-Key", "must be 1 to 255 visible ASCII characters (e.g. a UUID)"
+        )
+
+
+async def _replayed(services: Services, job_id: str) -> JobRecord:
+    # The first request may still be writing its record: give it a moment.
+    for _ in range(50):
+        record = await services.store.get(job_id)
+        if record is not None:
+            return record
+        await asyncio.sleep(0.02)
+    raise EnqueueFailed(f"job {job_id} of this Idempotency-Key was never recorded")
 
 
 async def find_job(services: Services, job_id: str, requester: str) -> JobRecord:

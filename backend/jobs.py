@@ -8,6 +8,7 @@ notification can never disagree, and a job that reached a terminal state can nev
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from typing import Any
@@ -18,6 +19,9 @@ from redis.asyncio import Redis
 from backend.models import JobEvent, JobRecord, JobState
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+
+# Clients retry for minutes, not days; a day covers any sane retry policy.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
@@ -133,6 +137,24 @@ class JobStore:
         start = "-" if not last_id else f"({last_id}"
         entries = await self.redis.xrange(self.stream_key(job_id), min=start, max="+", count=count)
         return [_event_from_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def claim_idempotency_key(
+        self, owner: str, key: str, fingerprint: str, job_id: str
+    ) -> tuple[str, str]:
+        """Bind the owner's `key` to `job_id` unless it is bound already.
+
+        Returns the (job_id, fingerprint) the key is bound to: ours if we won, else the first.
+        """
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        redis_key = f"{self.prefix}:idempotency:{owner}:{digest}"
+        claimed = await self.redis.set(
+            redis_key, f"{fingerprint}:{job_id}", nx=True, ex=IDEMPOTENCY_TTL_SECONDS
+        )
+        if claimed:
+            return job_id, fingerprint
+        existing = _text(await self.redis.get(redis_key) or f"{fingerprint}:{job_id}")
+        bound_fingerprint, _, bound_job = existing.partition(":")
+        return bound_job, bound_fingerprint
 
     async def jobs_of(self, owner: str, limit: int = 50) -> list[JobRecord]:
         """The owner's most recent jobs, newest first, skipping records that have expired."""

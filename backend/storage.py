@@ -163,6 +163,22 @@ class Storage:
         """A multipart upload into the results bucket (parts of >= 5 MiB but the last)."""
         return self.client.multipart_uploader(self.results_bucket, key, content_type=content_type)
 
+    async def pending_uploads(self, key: str) -> list[str]:
+        """Ids of multipart uploads to `key` that were started and never completed."""
+        # miniopy-async has no public wrapper for ListMultipartUploads / AbortMultipartUpload.
+        result = await self.client._list_multipart_uploads(self.results_bucket, prefix=key)
+        return [u.upload_id for u in result.uploads if u.object_name == key and u.upload_id]
+
+    async def abort_pending_uploads(self, key: str) -> int:
+        """Abort what a crashed attempt left behind for `key`; returns how many were aborted."""
+        try:
+            upload_ids = await self.pending_uploads(key)
+            for upload_id in upload_ids:
+                await self.client._abort_multipart_upload(self.results_bucket, key, upload_id)
+        except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot clean up earlier uploads of {key!r}: {exc}") from exc
+        return len(upload_ids)
+
     async def put_small(
         self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> None:

@@ -14,9 +14,11 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
+from miniopy_async.error import S3Error
 from redis.exceptions import RedisError
 
 from backend.archive import ArchiveProgress, build_archive
@@ -32,7 +34,8 @@ JOB_FUNCTION = "build_archive"
 # Worker crashes also consume attempts; past this many extra runs the job is given up.
 CRASH_ALLOWANCE = 5
 PROGRESS_INTERVAL = 0.5
-TRANSIENT_ERRORS = (StorageError, RedisError, OSError, TimeoutError)
+# S3 and network errors are worth another attempt; anything else is a bug and fails at once.
+TRANSIENT_ERRORS = (StorageError, S3Error, aiohttp.ClientError, RedisError, OSError, TimeoutError)
 
 
 class JobCancelled(Exception):
@@ -126,6 +129,8 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
             raise JobCancelled
 
     key = archive_key_for(record.job_id)
+    # A worker killed mid-upload cannot abort its parts; the next attempt does.
+    await services.storage.abort_pending_uploads(key)
     size = await build_archive(
         services.storage,
         sources,
@@ -242,3 +247,18 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
     }
     options.update(overrides)
     return Worker(**options)
+
+
+def serve(settings: Settings) -> None:
+    """Run a worker until it is stopped by a signal, outliving Redis outages.
+
+    arq's worker exits when Redis goes away mid-job; rather than needing a restart by hand,
+    we build a fresh worker and carry on. Jobs that were running re-run from the queue.
+    """
+    while True:
+        try:
+            create_worker(settings).run()
+            return
+        except (RedisError, OSError) as exc:
+            logger.warning("worker lost Redis (%s); starting again in 1 s", exc)
+            time.sleep(1)

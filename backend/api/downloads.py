@@ -109,6 +109,9 @@ class DownloadController(Controller):
         responses={
             **_ERRORS,
             415: ResponseSpec(ErrorBody, description="Not JSON."),
+            422: ResponseSpec(
+                ErrorBody, description="Idempotency-Key reused with a different body."
+            ),
             413: ResponseSpec(ErrorBody, description="Body too large."),
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
@@ -120,10 +123,18 @@ class DownloadController(Controller):
         request: Request[Any, Any, Any],
         services: Services,
         requester: str,
+        idempotency_key: Annotated[
+            str | None,
+            Parameter(
+                header="Idempotency-Key",
+                required=False,
+                description="Repeat a POST with the same key to get the same job back.",
+            ),
+        ] = None,
     ) -> Response[JobStatus]:
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
-        record = await start_job(services, data.file_ids, requester)
+        record = await start_job(services, data.file_ids, requester, idempotency_key)
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 

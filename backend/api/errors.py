@@ -10,7 +10,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
 
-from backend.downloads import EnqueueFailed, InvalidInput, JobAlreadyFinished, UnknownJob
+from backend.downloads import (
+    EnqueueFailed,
+    IdempotencyConflict,
+    InvalidInput,
+    JobAlreadyFinished,
+    UnknownJob,
+)
 from backend.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -94,6 +100,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         extra: Any = [{"key": exc.field, "message": exc.message}]
     elif isinstance(exc, UnknownJob):
         status, detail, extra = 404, str(exc), None
+    elif isinstance(exc, IdempotencyConflict):
+        status, detail, extra = 422, str(exc), None
     elif isinstance(exc, JobAlreadyFinished):
         status, detail = 409, str(exc)
         extra = {"status": exc.record.status.value}
@@ -118,6 +126,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     UnknownJob: domain_error_handler,
     JobAlreadyFinished: domain_error_handler,
     EnqueueFailed: domain_error_handler,
+    IdempotencyConflict: domain_error_handler,
     RedisError: unavailable_handler,
     ConnectionError: unavailable_handler,
     StorageError: unavailable_handler,
