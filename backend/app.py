@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -15,13 +16,20 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from backend.api.deps import provide_hub, provide_requester, provide_services
+from backend.api.deps import (
+    provide_client,
+    provide_hub,
+    provide_requester,
+    provide_services,
+)
 from backend.api.downloads import DownloadController
 from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.files import list_files
 from backend.api.health import health
 from backend.events import EventHub
 from backend.pages import page_routes
+from backend.ratelimit import rate_limit_middleware
+from backend.security import security_headers_middleware
 from backend.services import Services
 from backend.settings import Settings, load_settings
 
@@ -30,6 +38,19 @@ logger = logging.getLogger(__name__)
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 # 1000 ids of up to 16 digits fit in ~17 KB; anything much larger is not a real request.
 MAX_BODY_BYTES = 64 * 1024
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        expose_headers=["Location", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        max_age=600,
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -71,8 +92,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "services": Provide(provide_services, sync_to_thread=False),
             "hub": Provide(provide_hub, sync_to_thread=False),
             "requester": Provide(provide_requester, sync_to_thread=False),
+            "client": Provide(provide_client, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        # Outermost first: every response gets security headers, even a 429.
+        middleware=[security_headers_middleware, rate_limit_middleware],
+        cors_config=_cors(settings),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
         template_config=TemplateConfig(

@@ -18,6 +18,7 @@ from backend.events import EventHub
 from backend.jobs import terminal_event_for
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import may_read
+from backend.ratelimit import RateLimited
 from backend.services import Services
 from backend.worker import JOB_FUNCTION
 
@@ -71,7 +72,11 @@ def is_job_id(value: str) -> bool:
 
 
 async def start_job(
-    services: Services, file_ids: list[int], owner: str, idempotency_key: str | None = None
+    services: Services,
+    file_ids: list[int],
+    owner: str,
+    idempotency_key: str | None = None,
+    client: str | None = None,
 ) -> JobRecord:
     """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
 
@@ -79,6 +84,11 @@ async def start_job(
     the same key with another body is refused (IdempotencyConflict).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
+    limit = services.settings.max_active_jobs_per_client
+    if client is not None and await services.store.count_active(client) >= limit:
+        raise RateLimited(
+            f"too many active jobs for this client (limit {limit}); wait for one to end", 5
+        )
     job_id = uuid.uuid4().hex
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
@@ -99,6 +109,8 @@ async def start_job(
         created_at=time.time(),
     )
     await services.store.create(record)
+    if client is not None:
+        await services.store.note_active(client, record.job_id)
     job = await services.redis.enqueue_job(
         JOB_FUNCTION,
         record.job_id,

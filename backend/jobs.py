@@ -156,6 +156,27 @@ class JobStore:
         bound_fingerprint, _, bound_job = existing.partition(":")
         return bound_job, bound_fingerprint
 
+    async def count_active(self, client: str) -> int:
+        """How many of `client`'s jobs are queued or running (ended ones are pruned)."""
+        key = f"{self.prefix}:client:{client}:active"
+        job_ids = [_text(j) for j in await self.redis.zrange(key, 0, -1)]
+        if not job_ids:
+            return 0
+        raws = await self.redis.mget([self.record_key(j) for j in job_ids])
+        ended = [
+            job_id
+            for job_id, raw in zip(job_ids, raws, strict=True)
+            if raw is None or _record_decoder.decode(raw).status.is_terminal
+        ]
+        if ended:
+            await self.redis.zrem(key, *ended)
+        return len(job_ids) - len(ended)
+
+    async def note_active(self, client: str, job_id: str) -> None:
+        key = f"{self.prefix}:client:{client}:active"
+        await self.redis.zadd(key, {job_id: time.time()})
+        await self.redis.expire(key, self.ttl_seconds)
+
     async def jobs_of(self, owner: str, limit: int = 50) -> list[JobRecord]:
         """The owner's most recent jobs, newest first, skipping records that have expired."""
         job_ids = await self.redis.zrevrange(self.owner_key(owner), 0, limit - 1)

@@ -45,6 +45,20 @@ class Settings:
     sse_ping_seconds: float = 15.0
     sse_poll_fallback_seconds: float = 2.0
 
+    # How long a finished archive is kept before the sweeper deletes it (status `expired`).
+    archive_ttl_seconds: int = 24 * 3600
+    # Per client (token, else IP through the trusted proxy), shared by all API processes.
+    rate_limit_per_minute: int = 600
+    max_active_jobs_per_client: int = 20
+    max_streams_per_client: int = 20
+    # API bearer tokens: HS256 JWTs signed with this secret; empty turns tokens off.
+    jwt_secret: str = ""
+    # When true, API requests need a token or the browser's cookie; else anonymous
+    # clients share the "public" owner and rely on unguessable job ids.
+    api_auth_required: bool = False
+    # Comma-separated origins allowed to call the API from other sites ("" = none).
+    cors_allow_origins: str = ""
+
     host: str = "127.0.0.1"
     port: int = 8000
     secret_key: str = "change-me-in-production"
@@ -93,6 +107,13 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "JOB_RECORD_TTL_SECONDS": "job_record_ttl_seconds",
     "SSE_PING_SECONDS": "sse_ping_seconds",
     "SSE_POLL_FALLBACK_SECONDS": "sse_poll_fallback_seconds",
+    "ARCHIVE_TTL_SECONDS": "archive_ttl_seconds",
+    "RATE_LIMIT_PER_MINUTE": "rate_limit_per_minute",
+    "MAX_ACTIVE_JOBS_PER_CLIENT": "max_active_jobs_per_client",
+    "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
+    "JWT_SECRET": "jwt_secret",
+    "API_AUTH_REQUIRED": "api_auth_required",
+    "CORS_ALLOW_ORIGINS": "cors_allow_origins",
     "HOST": "host",
     "PORT": "port",
     "SECRET_KEY": "secret_key",

@@ -91,6 +91,11 @@ def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str,
         "SSE_PING_SECONDS": "15",
         "SECRET_KEY": "test-secret",
         "LOG_LEVEL": "INFO",
+        # Tests share one client address; their own limits are tested on stacks of their own.
+        "RATE_LIMIT_PER_MINUTE": "1000000",
+        "MAX_ACTIVE_JOBS_PER_CLIENT": "100000",
+        "MAX_STREAMS_PER_CLIENT": "100000",
+        "JWT_SECRET": "test-jwt-secret",
     }
     env.update(extra)
     return env

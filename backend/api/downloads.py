@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
@@ -25,6 +26,7 @@ from backend.downloads import (
 from backend.events import EventHub
 from backend.jobs import parse_event_id
 from backend.models import DownloadRequest, ErrorBody, JobEvent, JobStatus
+from backend.ratelimit import StreamLease, open_stream
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
@@ -80,21 +82,31 @@ def read_last_event_id(header: str | None, query: str | None) -> str | None:
 
 
 async def sse_messages(
-    events: AsyncIterator[JobEvent | None],
+    events: AsyncIterator[JobEvent | None], lease: StreamLease | None = None
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """SSE frames for job events, with keep-alive comments while idle."""
+    """SSE frames for job events, with keep-alive comments while idle.
+
+    `lease` (the client's stream slot) is renewed on every ping and released at the end.
+    """
     yield ServerSentEventMessage(comment="stream open", retry=SSE_RETRY_MS, data=None)
     try:
         async for event in events:
             if event is None:
                 # Idle proxies (nginx, ALB, Cloudflare) close silent connections; a comment
                 # line keeps them open and is ignored by EventSource.
+                if lease is not None:
+                    await lease.renew()
                 yield ServerSentEventMessage(comment="ping", data=None)
             else:
                 yield ServerSentEventMessage(id=event.id, event=event.event, data=event.data)
     except RedisError as exc:
         # Ending the stream makes the client reconnect with Last-Event-ID: nothing is lost.
         logger.warning("event stream ended early, Redis unavailable: %s", exc)
+    finally:
+        if lease is not None:
+            # The client hung up: we are being cancelled, and the slot must still be freed.
+            with anyio.CancelScope(shield=True):
+                await lease.release()
 
 
 class DownloadController(Controller):
@@ -123,6 +135,7 @@ class DownloadController(Controller):
         request: Request[Any, Any, Any],
         services: Services,
         requester: str,
+        client: str,
         idempotency_key: Annotated[
             str | None,
             Parameter(
@@ -134,7 +147,7 @@ class DownloadController(Controller):
     ) -> Response[JobStatus]:
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
-        record = await start_job(services, data.file_ids, requester, idempotency_key)
+        record = await start_job(services, data.file_ids, requester, idempotency_key, client)
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 
@@ -158,6 +171,7 @@ class DownloadController(Controller):
         services: Services,
         hub: EventHub,
         requester: str,
+        client: str,
         last_event_header: Annotated[
             str | None, Parameter(header="Last-Event-ID", required=False)
         ] = None,
@@ -167,8 +181,14 @@ class DownloadController(Controller):
     ) -> ServerSentEvent:
         resume_after = read_last_event_id(last_event_header, last_event_id)
         record = await find_job(services, job_id, requester)
+        lease = await open_stream(
+            services.redis,
+            services.settings.key_prefix,
+            client,
+            services.settings.max_streams_per_client,
+        )
         events = job_events(hub, services, record, resume_after)
-        return ServerSentEvent(sse_messages(events), headers=SSE_HEADERS)
+        return ServerSentEvent(sse_messages(events, lease), headers=SSE_HEADERS)
 
     @delete(
         "/{job_id:str}",

@@ -17,6 +17,7 @@ from backend.downloads import (
     JobAlreadyFinished,
     UnknownJob,
 )
+from backend.ratelimit import RateLimited
 from backend.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,17 @@ def bad_encoding_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     )
 
 
+def rate_limited_handler(request: Request[Any, Any, Any], exc: RateLimited) -> Response[Any]:
+    return Response(
+        _body(429, str(exc)),
+        status_code=429,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    RateLimited: rate_limited_handler,
     UnicodeDecodeError: bad_encoding_handler,
     HTTPException: http_exception_handler,
     InvalidInput: domain_error_handler,
