@@ -196,7 +196,10 @@ async def job_events(
         if event is not None and event.event == "completed":
             current = await services.store.get(record.job_id) or record
             data = msgspec.json.decode(event.data)
-            data["download_url"] = await download_url(services, current)
+            if current.status is JobState.EXPIRED:
+                data["download_url"] = None  # the archive is gone; an `expired` event follows
+            else:
+                data["download_url"] = await download_url(services, current)
             event = JobEvent(
                 id=event.id, event=event.event, data=msgspec.json.encode(data).decode()
             )

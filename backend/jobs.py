@@ -18,15 +18,16 @@ from redis.asyncio import Redis
 
 from backend.models import JobEvent, JobRecord, JobState
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
 
 # Clients retry for minutes, not days; a day covers any sane retry policy.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
-# KEYS: record, stream, owner index. ARGV: record json, status, event, data, ttl, channel,
-# job id, mode ("create" or "update"), created_at score.
+# KEYS: record, stream, owner index, expiry index. ARGV: record json, status, event, data,
+# ttl, channel, job id, mode ("create", "update" or "expire"), created_at score,
+# archive expiry time ("" for none).
 # Returns the new stream id, "" when no event was asked for, or false when refused.
 _SAVE_AND_EMIT = """
 local current = redis.call('GET', KEYS[1])
@@ -35,7 +36,12 @@ if ARGV[8] == 'create' then
 else
   if not current then return false end
   local status = cjson.decode(current)['status']
-  if status == 'ready' or status == 'failed' or status == 'cancelled' then return false end
+  if ARGV[8] == 'expire' then
+    if status ~= 'ready' then return false end
+  elseif status == 'ready' or status == 'failed' or status == 'cancelled'
+      or status == 'expired' then
+    return false
+  end
 end
 local ttl = tonumber(ARGV[5])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
@@ -49,6 +55,11 @@ end
 if ARGV[8] == 'create' then
   redis.call('ZADD', KEYS[3], ARGV[9], ARGV[7])
   redis.call('EXPIRE', KEYS[3], ttl)
+end
+if ARGV[2] == 'ready' and ARGV[10] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[7])
+elseif ARGV[8] == 'expire' then
+  redis.call('ZREM', KEYS[4], ARGV[7])
 end
 return id
 """
@@ -97,6 +108,23 @@ class JobStore:
         self.ttl_seconds = ttl_seconds
         self.channel = f"{prefix}:events"
         self._script = redis.register_script(_SAVE_AND_EMIT)
+
+    @property
+    def expiry_key(self) -> str:
+        return f"{self.prefix}:expiry"
+
+    async def expire(self, record: JobRecord) -> str | None:
+        """Move a `ready` job to `expired` (its archive is gone); None if it was not ready."""
+        record.status = JobState.EXPIRED
+        return await self._run(record, "expire", "expired", {"status": "expired"})
+
+    async def due_for_expiry(self, now: float, limit: int = 100) -> list[str]:
+        """Ids of ready jobs whose archives are past their time."""
+        job_ids = await self.redis.zrangebyscore(self.expiry_key, "-inf", now, start=0, num=limit)
+        return [_text(j) for j in job_ids]
+
+    async def forget_expiry(self, job_id: str) -> None:
+        await self.redis.zrem(self.expiry_key, job_id)
 
     def record_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -193,6 +221,7 @@ class JobStore:
                 self.record_key(record.job_id),
                 self.stream_key(record.job_id),
                 self.owner_key(record.owner),
+                self.expiry_key,
             ],
             args=[
                 _encoder.encode(record),
@@ -204,6 +233,7 @@ class JobStore:
                 record.job_id,
                 mode,
                 repr(record.created_at),
+                repr(record.archive_expires_at) if record.archive_expires_at else "",
             ],
         )
         if result is None or result is False or result == 0:
@@ -231,4 +261,5 @@ def terminal_event_for(state: JobState) -> str:
         JobState.READY: "completed",
         JobState.FAILED: "failed",
         JobState.CANCELLED: "cancelled",
+        JobState.EXPIRED: "expired",
     }[state]

@@ -17,13 +17,15 @@ class JobState(enum.StrEnum):
     READY = "ready"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Was ready; the archive has since been deleted after ARCHIVE_TTL_SECONDS.
+    EXPIRED = "expired"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.READY, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_STATES = frozenset({JobState.READY, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
 
 
 class DownloadRequest(Struct, forbid_unknown_fields=True):
@@ -62,6 +64,7 @@ class JobRecord(Struct, kw_only=True):
     last_error: str | None = None
     archive_key: str | None = None
     archive_size: int | None = None
+    archive_expires_at: float | None = None
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -88,6 +91,7 @@ class JobStatus(Struct, kw_only=True):
     started_at: float | None = None
     finished_at: float | None = None
     expires_at: float | None = None
+    archive_expires_at: float | None = None
     status_url: str = ""
     events_url: str = ""
 
@@ -135,6 +139,7 @@ def status_of(
         started_at=record.started_at,
         finished_at=record.finished_at,
         expires_at=expires_at,
+        archive_expires_at=record.archive_expires_at,
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
     )

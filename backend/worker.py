@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from arq import Retry
 from arq.connections import RedisSettings
+from arq.cron import cron
 from arq.worker import Function, Worker, func
 from miniopy_async.error import S3Error
 from redis.exceptions import RedisError
@@ -147,6 +148,7 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
     record.archive_size = size
     record.error = None
     record.finished_at = time.time()
+    record.archive_expires_at = record.finished_at + settings.archive_ttl_seconds
     data = {
         "archive_size": size,
         "total_files": record.total_files,
@@ -201,6 +203,25 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, StorageError) else f"{type(exc).__name__}: {text}"
 
 
+async def sweep_expired_archives(services: Services) -> int:
+    """Delete archives past ARCHIVE_TTL_SECONDS and mark their jobs `expired`."""
+    swept = 0
+    for job_id in await services.store.due_for_expiry(time.time()):
+        record = await services.store.get(job_id)
+        if record is None or record.status is not JobState.READY:
+            await services.store.forget_expiry(job_id)
+            continue
+        if record.archive_key:
+            await services.storage.delete(record.archive_key)
+        if await services.store.expire(record) is not None:
+            swept += 1
+    return swept
+
+
+async def sweep_cron(ctx: dict[str, Any]) -> int:
+    return await sweep_expired_archives(ctx["services"])
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     services = await Services.open(settings)
@@ -234,6 +255,8 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
     settings = settings or load_settings()
     options: dict[str, Any] = {
         "functions": [job_function(settings)],
+        # Every worker runs the sweep; arq's unique cron job ids keep it to one run a minute.
+        "cron_jobs": [cron(sweep_cron, name="sweep_expired", second=0, timeout=60)],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,

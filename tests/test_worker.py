@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from backend.devstack import free_port
@@ -209,3 +210,33 @@ async def test_a_finished_job_run_again_keeps_its_single_archive(
     done = await services.store.get(record.job_id)
     assert done is not None
     assert done.status is JobState.READY
+
+
+async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
+    services: Services, settings: Settings
+) -> None:
+    from backend.downloads import public_status
+    from backend.worker import sweep_expired_archives
+
+    short = settings.replace(archive_ttl_seconds=1)
+    record = await start_job(services, [5], "public")
+    keep = await start_job(services, [3], "public")
+    await run_worker_until_idle(short)
+    ready = await services.store.get(record.job_id)
+    assert ready is not None and ready.archive_expires_at is not None
+    assert await sweep_expired_archives(services) == 0  # not due yet
+    await asyncio.sleep(max(0.0, ready.archive_expires_at - time.time()) + 0.1)
+    # The second job's archive is due too; take it out of the index to show only due ones go.
+    await services.store.forget_expiry(keep.job_id)
+    assert await sweep_expired_archives(services) == 1
+
+    expired = await services.store.get(record.job_id)
+    assert expired is not None and expired.status is JobState.EXPIRED
+    assert await services.storage.size_of(archive_key_for(record.job_id)) is None
+    assert await services.storage.size_of(archive_key_for(keep.job_id)) is not None
+    status = await public_status(services, expired)
+    assert status.status == "expired"
+    assert status.download_url is None
+    events = await services.store.events_after(record.job_id)
+    assert [e.event for e in events[-2:]] == ["completed", "expired"]
+    assert await sweep_expired_archives(services) == 0
