@@ -35,6 +35,8 @@ _ERRORS = {
     400: ResponseSpec(ErrorBody, description="The request breaks a rule; `detail` names it."),
     404: ResponseSpec(ErrorBody, description="No such job (or not yours)."),
     503: ResponseSpec(ErrorBody, description="Redis or S3 is unavailable; retry shortly."),
+    401: ResponseSpec(ErrorBody, description="Bad or missing bearer token."),
+    429: ResponseSpec(ErrorBody, description="Rate limit or per-client cap; see Retry-After."),
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # EventSource reconnect delay we ask browsers for, in milliseconds.
@@ -159,6 +161,7 @@ class DownloadController(Controller):
     @get(
         "/subscribe/{job_id:str}",
         summary="Stream a job's events (SSE)",
+        media_type="text/event-stream",
         responses=_ERRORS,
         description="`text/event-stream` of `progress`, `retrying`, `completed "
         "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
