@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Outermost first: every response gets security headers, even a 429.
         middleware=[security_headers_middleware, rate_limit_middleware],
         cors_config=_cors(settings),
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,
         template_config=TemplateConfig(
             directory=FRONTEND / "templates", engine=JinjaTemplateEngine

@@ -142,5 +142,7 @@ async def _too_many(send: Send, headers: dict[str, str], reset: int, limit: int)
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
-    await send({"type": "http.response.start", "status": 429, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    start: Any = {"type": "http.response.start", "status": 429, "headers": raw}
+    await send(start)
+    end: Any = {"type": "http.response.body", "body": body}
+    await send(end)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-from miniopy_async import Minio
+from miniopy_async.api import Minio
 from miniopy_async.datatypes import MultipartUploader
 from miniopy_async.error import S3Error
 
@@ -135,13 +135,14 @@ class Storage:
         by_id: dict[int, SourceObject] = {}
         for item in await self.catalogue():
             by_id.setdefault(item.file_id, item)
-        found, missing = [], []
+        found: list[SourceObject] = []
+        missing: list[int] = []
         for file_id in file_ids:
-            item = by_id.get(file_id)
-            if item is None:
+            match = by_id.get(file_id)
+            if match is None:
                 missing.append(file_id)
             else:
-                found.append(item)
+                found.append(match)
         return found, missing
 
     async def read(
