@@ -202,8 +202,10 @@ class JobStore:
 
     async def note_active(self, client: str, job_id: str) -> None:
         key = f"{self.prefix}:client:{client}:active"
-        await self.redis.zadd(key, {job_id: time.time()})
-        await self.redis.expire(key, self.ttl_seconds)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {job_id: time.time()})
+            pipe.expire(key, self.ttl_seconds)
+            await pipe.execute()
 
     async def jobs_of(self, owner: str, limit: int = 50) -> list[JobRecord]:
         """The owner's most recent jobs, newest first, skipping records that have expired."""
