@@ -1,0 +1,71 @@
+"""The "Your downloads" panel: the browser's jobs as cards, live by SSE or by polling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Request
+
+from backend.models import JobRecord
+from backend.pages.browser import LiveMode
+from backend.pages.views import CatalogueRow, JobTitle, JobView, catalogue_rows, job_title, job_view
+from backend.services import Services
+from backend.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+# The panel shows the newest jobs; older ones stay reachable through the API until they expire.
+PANEL_JOBS = 20
+LIVE_TEMPLATE = "partials/job_live.html"
+PANEL_TEMPLATE = "partials/downloads.html"
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    title: JobTitle
+    job: JobView
+
+
+async def catalogue_by_id(services: Services) -> dict[int, CatalogueRow]:
+    """The catalogue by file id, or {} when storage cannot list it (cards fall back to ids)."""
+    try:
+        return {row.file_id: row for row in catalogue_rows(await services.storage.catalogue())}
+    except StorageError as exc:
+        logger.warning("catalogue unavailable for job titles: %s", exc)
+        return {}
+
+
+def stream_url(records: Sequence[JobRecord]) -> str | None:
+    """The one event stream of the page: every job still running, multiplexed."""
+    active = [r.job_id for r in records if not r.status.is_terminal]
+    return f"/events?{urlencode({'jobs': ','.join(active)})}" if active else None
+
+
+async def panel_context(
+    services: Services,
+    owner: str,
+    mode: LiveMode,
+    names: Mapping[int, CatalogueRow] | None = None,
+) -> dict[str, Any]:
+    records = await services.store.jobs_of(owner, limit=PANEL_JOBS)
+    if records and names is None:
+        names = await catalogue_by_id(services)
+    cards = [Card(job_title(r, names or {}), job_view(r)) for r in records]
+    return {
+        "cards": cards,
+        "live_mode": mode,
+        "stream_url": stream_url(records) if mode == "sse" else None,
+        "poll_every": f"{services.settings.sse_poll_fallback_seconds:g}s",
+    }
+
+
+def render_live(request: Request[Any, Any, Any], record: JobRecord) -> str:
+    """The live part of a job card as HTML, for an SSE `data:` payload."""
+    engine = request.app.template_engine
+    if engine is None:
+        raise RuntimeError("the app has no template engine configured")
+    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record)))

@@ -1,0 +1,165 @@
+"""What the pages show about a job and the catalogue: labels, sizes, speed and ETA.
+
+Plain functions over records, no web framework: the templates only print these values.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from backend.models import JobRecord, JobState
+from backend.storage import SourceObject
+
+# What a person reads for each state; `data-state` keeps the machine value.
+STATE_LABELS: dict[str, str] = {
+    JobState.QUEUED: "Queued",
+    JobState.PROCESSING: "Preparing",
+    JobState.READY: "Ready",
+    JobState.FAILED: "Failed",
+    JobState.CANCELLED: "Cancelled",
+}
+# Below this much elapsed time a speed figure is noise.
+_MIN_SECONDS_FOR_SPEED = 0.5
+_TITLE_NAMES = 3
+
+
+def human_bytes(size: int) -> str:
+    """`1.9 MB` style sizes (binary multiples, as file managers show them)."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    """`about 5 s`, `about 2 min` style remaining times."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueRow:
+    file_id: int
+    name: str
+    size: int
+
+    @property
+    def size_text(self) -> str:
+        return human_bytes(self.size)
+
+
+def catalogue_rows(sources: Sequence[SourceObject]) -> list[CatalogueRow]:
+    return [CatalogueRow(s.file_id, s.name, s.size) for s in sources]
+
+
+@dataclass(frozen=True, slots=True)
+class JobTitle:
+    """The card's heading: which files, how many, how big."""
+
+    text: str
+    detail: str
+
+
+def job_title(record: JobRecord, names: Mapping[int, CatalogueRow]) -> JobTitle:
+    """A heading naming up to three files (ids when the catalogue is not at hand)."""
+    labels = [names[f].name if f in names else f"file {f}" for f in record.file_ids]
+    shown = labels[:_TITLE_NAMES]
+    if len(labels) > _TITLE_NAMES:
+        text = f"{', '.join(shown)} and {len(labels) - _TITLE_NAMES} more"
+    elif len(shown) > 1:
+        text = f"{', '.join(shown[:-1])} and {shown[-1]}"
+    else:
+        text = shown[0] if shown else "No files"
+    count = len(record.file_ids)
+    parts = [f"{count} file{'s' if count != 1 else ''}"]
+    if all(f in names for f in record.file_ids):
+        parts.append(human_bytes(sum(names[f].size for f in record.file_ids)))
+    return JobTitle(text=text, detail=" · ".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """Everything the live part of a job card shows, computed at one instant."""
+
+    job_id: str
+    state: str
+    state_label: str
+    is_active: bool
+    progress: int
+    files_text: str
+    bytes_text: str
+    speed_text: str
+    eta_text: str
+    attempt_text: str
+    retry_reason: str
+    error_text: str
+    archive_text: str
+    created_iso: str
+    created_text: str
+
+    @property
+    def value_text(self) -> str:
+        """What a screen reader says for the progress bar."""
+        return f"{self.progress} percent, {self.files_text}"
+
+
+def job_view(record: JobRecord, now: float | None = None) -> JobView:
+    now = time.time() if now is None else now
+    state = record.status
+    retrying = state is JobState.PROCESSING and record.attempt > 1
+    label = STATE_LABELS.get(state, str(state).title())
+    if retrying:
+        label = "Retrying"
+    speed_text = eta_text = ""
+    # After a retry the byte count restarts, so a speed from the first start would mislead.
+    if state is JobState.PROCESSING and record.attempt <= 1 and record.started_at:
+        elapsed = now - record.started_at
+        if elapsed >= _MIN_SECONDS_FOR_SPEED and record.bytes_processed > 0:
+            speed = record.bytes_processed / elapsed
+            speed_text = f"{human_bytes(int(speed))}/s"
+            left = max(record.bytes_total - record.bytes_processed, 0)
+            eta_text = f"{human_duration(left / speed)} left" if left else "finishing"
+    created = datetime.fromtimestamp(record.created_at or now, tz=UTC)
+    bytes_text = ""
+    if record.bytes_total:
+        bytes_text = f"{human_bytes(record.bytes_processed)} of {human_bytes(record.bytes_total)}"
+    return JobView(
+        job_id=record.job_id,
+        state=str(state),
+        state_label=label,
+        is_active=not state.is_terminal,
+        progress=max(0, min(100, record.progress)),
+        files_text=f"{record.processed_files} of {record.total_files} files",
+        bytes_text=bytes_text,
+        speed_text=speed_text,
+        eta_text=eta_text,
+        attempt_text=(
+            f"Attempt {record.attempt} of {record.max_attempts}"
+            if record.attempt > 1 and state is not JobState.READY
+            else ""
+        ),
+        retry_reason=(record.last_error or "") if retrying else "",
+        error_text=_error_text(record),
+        archive_text=human_bytes(record.archive_size) if record.archive_size else "",
+        created_iso=created.isoformat().replace("+00:00", "Z"),
+        created_text=created.strftime("%H:%M UTC"),
+    )
+
+
+def _error_text(record: JobRecord) -> str:
+    if record.status is not JobState.FAILED:
+        return ""
+    reason = record.error or record.last_error or "an unknown error"
+    attempts = record.attempt or 1
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    return f"The archive could not be built ({tries}). Reason: {reason}"

@@ -1,0 +1,233 @@
+/*
+ * Longhaul pages: the little the server cannot do from HTML alone.
+ *
+ * - Live updates: the downloads panel holds one SSE stream (htmx sse extension). If it
+ *   errors, or brings no message within a few seconds (blocked or buffered by a proxy), the
+ *   page switches for good to polling: it asks the server for the panel again with
+ *   `X-Live-Mode: poll`, and the server renders cards that poll `every 2s` until their job ends.
+ * - Announces status changes once in the aria-live region (not every progress tick).
+ * - Selection summary and "select all" in the catalogue; errors of actions in the notice.
+ *
+ * No inline scripts or eval anywhere: the pages run under `script-src 'self'`.
+ */
+(function () {
+  'use strict';
+
+  var SSE_FIRST_MESSAGE_MS = 3000;
+  var PANEL_RETRY_MS = 2000;
+  var liveMode = 'sse';
+  var watchedPanel = null;
+  var sseTimer = null;
+  var knownLabels = new Map();
+
+  function panel() {
+    return document.getElementById('downloads');
+  }
+
+  /* ---- SSE, and the switch to polling ---------------------------------------------- */
+
+  function watchStream() {
+    var current = panel();
+    if (!current || current === watchedPanel) return;
+    watchedPanel = current;
+    clearTimeout(sseTimer);
+    if (liveMode === 'sse' && current.hasAttribute('sse-connect')) {
+      var wait = Number(current.dataset.sseTimeoutMs) || SSE_FIRST_MESSAGE_MS;
+      sseTimer = setTimeout(function () { switchToPolling('no event within ' + wait + ' ms'); }, wait);
+    }
+  }
+
+  function switchToPolling(reason) {
+    clearTimeout(sseTimer);
+    if (liveMode === 'poll') return;
+    liveMode = 'poll';
+    document.documentElement.dataset.liveMode = 'poll';
+    if (window.console) console.info('Longhaul: live updates by polling (' + reason + ')');
+    reloadPanel();
+  }
+
+  // Re-render the panel for the current live mode; htmx closes the old stream on swap.
+  function reloadPanel() {
+    var current = panel();
+    if (!current) return;
+    htmx.ajax('GET', '/downloads', { source: current, target: current, swap: 'outerHTML' })
+      .then(function () {
+        var now = panel();
+        if (liveMode === 'poll' && now && now.hasAttribute('sse-connect')) {
+          setTimeout(reloadPanel, PANEL_RETRY_MS); // the request failed: try again
+        }
+      });
+  }
+
+  document.addEventListener('htmx:sseMessage', function () {
+    clearTimeout(sseTimer);
+  });
+  document.addEventListener('htmx:sseError', function () {
+    switchToPolling('event stream error');
+  });
+  document.addEventListener('htmx:configRequest', function (evt) {
+    evt.detail.headers['X-Live-Mode'] = liveMode;
+  });
+  // A page restored from the back/forward cache shows old cards and has no stream.
+  window.addEventListener('pageshow', function (evt) {
+    if (evt.persisted) {
+      watchedPanel = null;
+      reloadPanel();
+    }
+  });
+
+  /* ---- Announcements --------------------------------------------------------------- */
+
+  function announceChanges(initial) {
+    var messages = [];
+    document.querySelectorAll('[data-testid="job-card"]').forEach(function (card) {
+      var stateEl = card.querySelector('[data-testid="job-state"]');
+      if (!stateEl) return;
+      var id = card.dataset.jobId;
+      var label = stateEl.textContent.trim();
+      var previous = knownLabels.get(id);
+      knownLabels.set(id, label);
+      if (initial || previous === label) return;
+      var titleEl = card.querySelector('[data-testid="job-title"]');
+      var title = titleEl ? titleEl.textContent.trim() : 'Download';
+      var message = previous === undefined ? 'Download added: ' + title + '. ' + label : title + ': ' + label;
+      var errorEl = card.querySelector('[data-testid="job-error"]');
+      if (errorEl && stateEl.dataset.state === 'failed') message += '. ' + errorEl.textContent.trim();
+      messages.push(message);
+    });
+    if (messages.length) announce(messages.join('. '));
+  }
+
+  function announce(text) {
+    var region = document.getElementById('announcer');
+    if (!region) return;
+    // Emptying first makes screen readers repeat a message identical to the last one.
+    region.textContent = '';
+    setTimeout(function () { region.textContent = text; }, 60);
+  }
+
+  /* ---- Notices (errors of the person's own actions) -------------------------------- */
+
+  function isUserAction(elt) {
+    return !!(elt && elt.matches && elt.matches('form, button, a'));
+  }
+
+  function showNotice(text) {
+    var notice = document.getElementById('notice');
+    if (!notice) return;
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  function errorText(xhr) {
+    try {
+      var detail = JSON.parse(xhr.responseText).detail;
+      if (typeof detail === 'string' && detail) {
+        // "file_ids: select at least one file" reads better without the field name.
+        detail = detail.replace(/^[a-z_]+: /, '');
+        return detail.charAt(0).toUpperCase() + detail.slice(1) + '.';
+      }
+    } catch (ignored) { /* not JSON */ }
+    return 'Something went wrong (HTTP ' + xhr.status + '). Please try again.';
+  }
+
+  document.addEventListener('htmx:responseError', function (evt) {
+    if (isUserAction(evt.detail.elt)) showNotice(errorText(evt.detail.xhr));
+  });
+  document.addEventListener('htmx:sendError', function (evt) {
+    if (isUserAction(evt.detail.elt)) {
+      showNotice('The server could not be reached. Check your connection and try again.');
+    }
+  });
+  document.addEventListener('htmx:afterRequest', function (evt) {
+    var elt = evt.detail.elt;
+    if (!evt.detail.successful || !isUserAction(elt)) return;
+    showNotice('');
+    if (elt.id === 'catalogue-form') {
+      elt.reset();
+      updateSelection();
+      revealNewestJob();
+    }
+  });
+
+  // On a phone the panel sits below the catalogue: bring the new card into view.
+  function revealNewestJob() {
+    if (!window.matchMedia('(max-width: 959px)').matches) return;
+    var card = document.querySelector('[data-testid="job-card"]');
+    if (!card) return;
+    var still = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+    card.scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'center' });
+  }
+
+  /* ---- Catalogue selection --------------------------------------------------------- */
+
+  function humanBytes(size) {
+    var units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    var value = size;
+    var unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    if (unit === 0) return value + ' B';
+    return (value < 100 ? value.toFixed(1) : Math.round(value)) + ' ' + units[unit];
+  }
+
+  function updateSelection() {
+    var form = document.getElementById('catalogue-form');
+    if (!form) return;
+    var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="file_ids"]'));
+    var ticked = boxes.filter(function (box) { return box.checked; });
+    var bytes = ticked.reduce(function (sum, box) {
+      return sum + Number(box.closest('tr').dataset.size || 0);
+    }, 0);
+    var summary = document.getElementById('selection-summary');
+    if (summary) {
+      summary.textContent = ticked.length
+        ? ticked.length + (ticked.length === 1 ? ' file' : ' files') + ' selected · ' + humanBytes(bytes)
+        : 'No files selected';
+    }
+    var all = document.getElementById('select-all');
+    if (all) {
+      all.checked = boxes.length > 0 && ticked.length === boxes.length;
+      all.indeterminate = ticked.length > 0 && ticked.length < boxes.length;
+    }
+  }
+
+  document.addEventListener('change', function (evt) {
+    var target = evt.target;
+    if (target.id === 'select-all') {
+      document.querySelectorAll('#catalogue-form input[name="file_ids"]').forEach(function (box) {
+        box.checked = target.checked;
+      });
+    }
+    if (target.closest && target.closest('#catalogue-form')) updateSelection();
+  });
+
+  /* ---- Local times ----------------------------------------------------------------- */
+
+  function localizeTimes(root) {
+    (root || document).querySelectorAll('time[data-local-time]').forEach(function (el) {
+      var when = new Date(el.dateTime);
+      if (!isNaN(when.getTime())) {
+        el.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      }
+    });
+  }
+
+  /* ---- Wiring ---------------------------------------------------------------------- */
+
+  document.addEventListener('htmx:load', function (evt) {
+    localizeTimes(evt.detail.elt);
+    watchStream();
+  });
+  document.addEventListener('htmx:afterSettle', function () {
+    announceChanges(false);
+  });
+  document.addEventListener('htmx:sseMessage', function () {
+    announceChanges(false);
+  });
+  document.addEventListener('DOMContentLoaded', function () {
+    announceChanges(true);
+    updateSelection();
+    localizeTimes(document);
+    watchStream();
+  });
+})();
