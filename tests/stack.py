@@ -95,7 +95,7 @@ def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str,
         "RATE_LIMIT_PER_MINUTE": "1000000",
         "MAX_ACTIVE_JOBS_PER_CLIENT": "100000",
         "MAX_STREAMS_PER_CLIENT": "100000",
-        "JWT_SECRET": "test-jwt-secret",
+        "JWT_SECRET": "test-jwt-secret-of-at-least-32-bytes",
     }
     env.update(extra)
     return env

@@ -15,7 +15,7 @@ from backend import devstack
 from backend.services import Services
 from tests.helpers import start, wait_for_status
 
-SECRET = "test-jwt-secret"
+SECRET = "test-jwt-secret-of-at-least-32-bytes"
 
 
 def token(subject: str, secret: str = SECRET) -> dict[str, str]:
@@ -43,7 +43,7 @@ async def test_bad_tokens_are_401_naming_the_problem(http: httpx.AsyncClient) ->
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer"),
         ({"Authorization": "Bearer"}, "Bearer"),
         ({"Authorization": "Bearer not.a.jwt"}, "invalid bearer token"),
-        (token("alice", secret="someone-elses-secret"), "Signature verification failed"),
+        (token("alice", secret="someone-elses-secret-of-32-bytes-or-more"), "Signature verification failed"),
         (
             {"Authorization": "Bearer " + jwt.encode({"x": 1}, SECRET, algorithm="HS256")},
             "sub",
