@@ -159,6 +159,25 @@
     card.scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'center' });
   }
 
+  /* ---- Focus ---------------------------------------------------------------------- */
+
+  // A button disabled during its request loses focus; give it back to the action that
+  // takes its place on the card (same id), so keyboard users stay where they were.
+  var focusAfterSwap = null;
+  document.addEventListener('htmx:beforeRequest', function (evt) {
+    var elt = evt.detail.elt;
+    if (elt && elt.id && elt === document.activeElement && isUserAction(elt)) focusAfterSwap = elt.id;
+  });
+  document.addEventListener('htmx:afterSettle', function () {
+    if (!focusAfterSwap) return;
+    var active = document.activeElement;
+    var target = document.getElementById(focusAfterSwap);
+    focusAfterSwap = null;
+    if (target && (!active || active === document.body || !document.body.contains(active))) {
+      target.focus();
+    }
+  });
+
   /* ---- Catalogue selection --------------------------------------------------------- */
 
   function humanBytes(size) {

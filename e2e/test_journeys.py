@@ -1,0 +1,198 @@
+"""Browser journeys on the downloads page, against the real API, worker, Redis and S3 server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from playwright.async_api import Page, Request, Route, expect
+
+from e2e.conftest import PHONE, E2EStack, screenshot
+from e2e.journey import (
+    JOB_TIMEOUT_MS,
+    archive_digests,
+    card,
+    download_archive,
+    download_files,
+    expected_digests,
+    intermediate_values,
+    job_ids,
+    sse_log,
+    state_of,
+    wait_for_state,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_happy_path_progress_arrives_by_sse_and_the_zip_matches_the_sources(
+    page: Page,
+) -> None:
+    files = [1, 3, 4]
+    await page.goto("/")
+    await expect(page.get_by_test_id("catalogue-row")).to_have_count(8)
+    job_id = await download_files(page, files)
+
+    job_card = await wait_for_state(page, job_id, "ready")
+    panel = page.get_by_test_id("downloads-panel")
+    await expect(panel).to_have_attribute("data-live-mode", "sse")
+    progress = job_card.get_by_test_id("job-progress")
+    await expect(progress).to_have_attribute("aria-valuenow", "100")
+    await expect(job_card.get_by_test_id("job-files")).to_have_text("3 of 3 files")
+    received = await sse_log(page, job_id)
+    assert len(intermediate_values(received)) >= 2, received
+    assert received[-1]["state"] == "ready"
+    await expect(page.get_by_test_id("announcer")).to_contain_text("Ready")
+
+    archive = await download_archive(page, job_card)
+    assert archive_digests(archive) == expected_digests(files)
+    await screenshot(page, "happy-path-desktop")
+    await page.set_viewport_size(PHONE)
+    await screenshot(page, "happy-path-phone")
+
+
+async def test_blocked_event_stream_falls_back_to_polling_and_completes(page: Page) -> None:
+    files = [1, 3, 4]
+    polls: list[str] = []
+
+    def count_polls(request: Request) -> None:
+        if request.url.endswith("/live"):
+            polls.append(request.url)
+
+    async def refuse(route: Route) -> None:
+        await route.abort()
+
+    page.on("request", count_polls)
+    # What a proxy that blocks event streams does to the page's single stream.
+    await page.route("**/events?**", refuse)
+    await page.goto("/")
+    job_id = await download_files(page, files)
+
+    await expect(page.get_by_test_id("downloads-panel")).to_have_attribute("data-live-mode", "poll")
+    job_card = await wait_for_state(page, job_id, "ready")
+    assert await sse_log(page) == []
+    assert len(polls) >= 2, polls
+    assert all(job_id in url for url in polls)
+
+    # The ready answer was a 286: polling has stopped. Absence needs a wait longer than the
+    # poll interval (2 s) to be seen.
+    polls_at_ready = len(polls)
+    await asyncio.sleep(3)
+    assert len(polls) == polls_at_ready
+
+    archive = await download_archive(page, job_card)
+    assert archive_digests(archive) == expected_digests(files)
+    await screenshot(page, "sse-blocked-polling")
+
+
+@pytest.mark.slow
+async def test_job_failing_after_its_retries_shows_the_error_and_try_again_works(
+    page: Page, e2e_stack: E2EStack
+) -> None:
+    files = [2, 3]
+    await page.goto("/")
+    job_id = await download_files(page, files)
+    job_card = card(page, job_id)
+    await expect(state_of(job_card, "processing")).to_be_visible()
+    await page.wait_for_function(
+        "id => (window.__sse || []).some(e => e.job === id && e.value > 0)", arg=job_id
+    )
+
+    await e2e_stack.stop_s3()
+    try:
+        await wait_for_state(page, job_id, "failed")
+        await expect(job_card.get_by_test_id("job-state")).to_have_text("Failed")
+        error = job_card.get_by_test_id("job-error")
+        await expect(error).to_contain_text("could not be built (4 attempts)")
+        await expect(error).to_contain_text("Reason:")
+        await expect(job_card.get_by_test_id("retry-button")).to_be_visible()
+        retried = await sse_log(page, job_id)
+        assert any(e["state"] == "processing" and e["value"] is not None for e in retried)
+        await screenshot(page, "failed-after-retries")
+    finally:
+        await e2e_stack.start_s3()
+
+    before = await job_ids(page)
+    await job_card.get_by_test_id("retry-button").click()
+    await expect(page.get_by_test_id("job-card")).to_have_count(len(before) + 1)
+    new_id = next(i for i in await job_ids(page) if i not in before)
+    new_card = await wait_for_state(page, new_id, "ready")
+    await expect(state_of(card(page, job_id), "failed")).to_be_visible()
+    archive = await download_archive(page, new_card)
+    assert archive_digests(archive) == expected_digests(files)
+    await screenshot(page, "try-again-ready")
+
+
+async def test_cancel_stops_a_running_job_and_the_card_says_so(page: Page) -> None:
+    await page.goto("/")
+    job_id = await download_files(page, [8])
+    job_card = card(page, job_id)
+    await page.wait_for_function(
+        "id => (window.__sse || []).some(e => e.job === id && e.value > 0)", arg=job_id
+    )
+    await job_card.get_by_test_id("cancel-button").click()
+
+    await expect(state_of(job_card, "cancelled")).to_be_visible()
+    await expect(job_card.get_by_test_id("job-state")).to_have_text("Cancelled")
+    await expect(job_card.get_by_test_id("cancel-button")).to_have_count(0)
+    await expect(job_card.get_by_test_id("retry-button")).to_be_visible()
+    # Focus stays on the card's action, so a keyboard user is not thrown to the top.
+    await expect(job_card.get_by_test_id("retry-button")).to_be_focused()
+    status = await (await page.request.get(f"/v1/download/status/{job_id}")).json()
+    assert status["status"] == "cancelled"
+    assert status["progress"] < 100
+    await screenshot(page, "cancelled")
+
+
+async def test_reload_mid_job_brings_the_card_back_and_it_completes_live(page: Page) -> None:
+    files = [2, 3]
+    await page.goto("/")
+    job_id = await download_files(page, files)
+    await page.wait_for_function(
+        "id => (window.__sse || []).some(e => e.job === id && e.value > 0)", arg=job_id
+    )
+
+    await page.reload()
+    job_card = card(page, job_id)
+    await expect(job_card).to_be_visible()
+    await expect(state_of(job_card, "processing")).to_be_visible()
+
+    await wait_for_state(page, job_id, "ready")
+    after_reload = await sse_log(page, job_id)
+    assert after_reload, "no live update reached the reloaded page"
+    assert after_reload[-1]["state"] == "ready"
+    await expect(page.get_by_test_id("downloads-panel")).to_have_attribute("data-live-mode", "sse")
+    archive = await download_archive(page, job_card)
+    assert archive_digests(archive) == expected_digests(files)
+    await screenshot(page, "reload-mid-job")
+
+
+async def test_two_jobs_at_once_both_complete(page: Page) -> None:
+    first_files, second_files = [1, 3], [4, 5, 6]
+    await page.goto("/")
+    first = await download_files(page, first_files)
+    # The page keeps one stream, now carrying both jobs (browsers allow six connections).
+    async with page.expect_request(lambda r: "/events?" in r.url and "%2C" in r.url) as info:
+        second = await download_files(page, second_files)
+    stream = (await info.value).url
+    assert first in stream and second in stream, stream
+
+    first_card = await wait_for_state(page, first, "ready")
+    second_card = await wait_for_state(page, second, "ready")
+    assert await sse_log(page, first) and await sse_log(page, second)
+    assert archive_digests(await download_archive(page, first_card)) == expected_digests(
+        first_files
+    )
+    assert archive_digests(await download_archive(page, second_card)) == expected_digests(
+        second_files
+    )
+    await screenshot(page, "two-jobs")
+
+
+async def test_empty_selection_explains_itself(page: Page) -> None:
+    await page.goto("/")
+    await page.get_by_test_id("download-selected").click()
+    notice = page.get_by_test_id("notice")
+    await expect(notice).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    await expect(notice).to_have_text("Select at least one file.")
+    await expect(page.get_by_test_id("jobs-empty")).to_be_visible()
