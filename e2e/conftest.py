@@ -42,10 +42,12 @@ document.addEventListener('htmx:sseMessage', function (evt) {
   var card = evt.target.closest && evt.target.closest('[data-job-id]');
   var bar = evt.target.querySelector && evt.target.querySelector('[role=progressbar]');
   var state = evt.target.querySelector && evt.target.querySelector('[data-testid=job-state]');
+  var attempt = evt.target.querySelector && evt.target.querySelector('[data-testid=job-attempt]');
   window.__sse.push({
     job: card ? card.dataset.jobId : null,
     value: bar ? Number(bar.getAttribute('aria-valuenow')) : null,
-    state: state ? state.dataset.state : null
+    state: state ? state.dataset.state : null,
+    attempt: attempt ? attempt.textContent.trim() : null
   });
 });
 """

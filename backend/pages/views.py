@@ -143,11 +143,7 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
         bytes_text=bytes_text,
         speed_text=speed_text,
         eta_text=eta_text,
-        attempt_text=(
-            f"Attempt {record.attempt} of {record.max_attempts}"
-            if record.attempt > 1 and state is not JobState.READY
-            else ""
-        ),
+        attempt_text=f"Attempt {record.attempt} of {record.max_attempts}" if retrying else "",
         retry_reason=(record.last_error or "") if retrying else "",
         error_text=_error_text(record),
         archive_text=human_bytes(record.archive_size) if record.archive_size else "",
@@ -162,4 +158,4 @@ def _error_text(record: JobRecord) -> str:
     reason = record.error or record.last_error or "an unknown error"
     attempts = record.attempt or 1
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-    return f"The archive could not be built ({tries}). Reason: {reason}"
+    return f"The archive could not be built after {tries}. Reason: {reason}"
