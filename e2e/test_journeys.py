@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from playwright.async_api import Page, Request, Route, expect
@@ -51,20 +52,28 @@ async def test_happy_path_progress_arrives_by_sse_and_the_zip_matches_the_source
     await screenshot(page, "happy-path-phone")
 
 
-async def test_blocked_event_stream_falls_back_to_polling_and_completes(page: Page) -> None:
-    files = [1, 3, 4]
+async def _refuse(route: Route) -> None:
+    await route.abort()
+
+
+async def _hold(route: Route) -> None:
+    """Never answer: a proxy that buffers the stream, so it never opens."""
+
+
+@pytest.mark.parametrize("block", [_refuse, _hold], ids=["stream-refused", "stream-never-opens"])
+async def test_blocked_event_stream_falls_back_to_polling_and_completes(
+    page: Page, block: Callable[[Route], Awaitable[None]]
+) -> None:
+    # Big enough (~9 s at the e2e throttle) to still be running after the 3 s wait for SSE.
+    files = [2, 3, 4]
     polls: list[str] = []
 
     def count_polls(request: Request) -> None:
         if request.url.endswith("/live"):
             polls.append(request.url)
 
-    async def refuse(route: Route) -> None:
-        await route.abort()
-
     page.on("request", count_polls)
-    # What a proxy that blocks event streams does to the page's single stream.
-    await page.route("**/events?**", refuse)
+    await page.route("**/events?**", block)
     await page.goto("/")
     job_id = await download_files(page, files)
 
@@ -82,7 +91,7 @@ async def test_blocked_event_stream_falls_back_to_polling_and_completes(page: Pa
 
     archive = await download_archive(page, job_card)
     assert archive_digests(archive) == expected_digests(files)
-    await screenshot(page, "sse-blocked-polling")
+    await screenshot(page, f"sse-blocked-polling-{block.__name__.strip('_')}")
 
 
 @pytest.mark.slow
@@ -197,3 +206,30 @@ async def test_empty_selection_explains_itself(page: Page) -> None:
     await expect(notice).to_be_visible(timeout=JOB_TIMEOUT_MS)
     await expect(notice).to_have_text("Select at least one file.")
     await expect(page.get_by_test_id("jobs-empty")).to_be_visible()
+
+
+async def test_keyboard_alone_starts_a_download_and_reaches_the_download_button(
+    page: Page,
+) -> None:
+    await page.goto("/")
+    first_box = page.locator('[data-testid="catalogue-row"][data-file-id="5"]').get_by_test_id(
+        "file-checkbox"
+    )
+    await first_box.focus()
+    await page.keyboard.press("Space")
+    await expect(first_box).to_be_checked()
+    await expect(page.get_by_test_id("selection-summary")).to_have_text("1 file selected · 10 B")
+    await page.get_by_test_id("download-selected").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("job-card")).to_have_count(1)
+    job_id = (await job_ids(page))[0]
+    job_card = await wait_for_state(page, job_id, "ready")
+    download = job_card.get_by_test_id("download-button")
+    for _ in range(40):
+        if await download.evaluate("el => el === document.activeElement"):
+            break
+        await page.keyboard.press("Tab")
+    await expect(download).to_be_focused()
+    async with page.expect_download() as info:
+        await page.keyboard.press("Enter")
+    assert (await info.value).suggested_filename == f"longhaul-{job_id[:8]}.zip"
