@@ -109,6 +109,9 @@ async def test_job_failing_after_its_retries_shows_the_error_and_try_again_works
 
     await e2e_stack.stop_s3()
     try:
+        await expect(job_card.get_by_test_id("job-attempt")).to_be_visible(timeout=JOB_TIMEOUT_MS)
+        await expect(job_card.get_by_test_id("job-state")).to_have_text("Retrying")
+        await screenshot(page, "retrying")
         await wait_for_state(page, job_id, "failed")
         await expect(job_card.get_by_test_id("job-state")).to_have_text("Failed")
         error = job_card.get_by_test_id("job-error")
