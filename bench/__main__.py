@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import enqueue, sse, throughput
+from bench import enqueue, queueing, sse, throughput
 from bench.profiling import summarise
 from bench.report import Result, write_markdown
 from bench.stack import Stack, raise_open_file_limit, running_stack
@@ -19,6 +19,7 @@ BENCHES: dict[str, BenchFn] = {
     "enqueue": enqueue.run,
     "sse": sse.run,
     "archive": throughput.run,
+    "queue": queueing.run,
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,167 @@
+"""Queue overhead: many one-file jobs through one worker.
+
+A burst of jobs (all enqueued at once through the API) gives the worker's throughput in jobs/s
+and the queue wait under a backlog; a paced run at half that throughput gives the pickup
+latency of a worker that is keeping up. Times come from the job records: created_at (the
+POST), started_at (the worker's first touch) and finished_at (ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import msgspec
+
+from backend.models import JobRecord
+from backend.services import Services
+from backend.storage import catalogue_key
+from bench.loadgen import build_request, client_address, closed_burst, open_loop
+from bench.report import Result, Table, ms, percentile
+from bench.stack import Stack, cpu_seconds
+
+SMALL_FILES = 20
+SMALL_SIZE = 10 * 1024
+_record = msgspec.json.Decoder(JobRecord)
+
+
+def _post(netloc: str, run: int, job_ids: list[str] | None = None) -> Callable[[int], bytes]:
+    def make(n: int) -> bytes:
+        body = json.dumps({"file_ids": [n % SMALL_FILES + 1]}).encode()
+        headers = {"Content-Type": "application/json", "X-Forwarded-For": client_address(n, run)}
+        return build_request("POST", "/v1/download/async", netloc, body, headers)
+
+    return make
+
+
+async def _job_ids_since(services: Services, since: float) -> list[str]:
+    """Ids of the public owner's jobs created after `since` (the owner index is a zset)."""
+    key = services.store.owner_key("public")
+    ids = await services.redis.zrangebyscore(key, since, "+inf")
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
+async def _wait_all(services: Services, job_ids: list[str], timeout: float) -> list[JobRecord]:
+    deadline = time.monotonic() + timeout
+    while True:
+        raws = await services.redis.mget([services.store.record_key(j) for j in job_ids])
+        records = [_record.decode(raw) for raw in raws if raw is not None]
+        if len(records) == len(job_ids) and all(r.status.is_terminal for r in records):
+            return records
+        if time.monotonic() > deadline:
+            done = sum(r.status.is_terminal for r in records)
+            raise TimeoutError(f"{done} of {len(job_ids)} jobs ended within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+def _latencies(records: list[JobRecord]) -> tuple[list[float], list[float]]:
+    """(queued → processing, queued → ready) of every job that became ready, in seconds."""
+    ready = [r for r in records if r.status.value == "ready" and r.started_at and r.finished_at]
+    pickup = [(r.started_at or 0) - r.created_at for r in ready]
+    total = [(r.finished_at or 0) - r.created_at for r in ready]
+    return pickup, total
+
+
+async def run(stack: Stack, quick: bool) -> Result:
+    burst = 50 if quick else 1000
+    paced = 20 if quick else 200
+    env = stack.env("bench-queue")
+    services = await stack.services(env)
+    for file_id in range(1, SMALL_FILES + 1):
+        data = bytes([file_id]) * SMALL_SIZE
+        await services.storage.put_small(
+            services.storage.source_bucket, catalogue_key(file_id, f"small-{file_id}.txt"), data
+        )
+    api = stack.api(env)
+    worker = stack.worker(env)
+    url = urlsplit(api.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    table = Table(
+        [
+            "run",
+            "jobs",
+            "failed",
+            "jobs/s",
+            "pickup p50 ms",
+            "pickup p99 ms",
+            "queued→ready p50 ms",
+            "queued→ready p99 ms",
+            "worker CPU",
+            "S3 server CPU",
+        ]
+    )
+    concurrency = services.settings.worker_concurrency
+    try:
+        since = time.time()
+        cpu_before, s3_before = cpu_seconds(worker), cpu_seconds(stack.s3)
+        with stack.profiler.record(worker, "queue-worker-burst"):
+            answers = await closed_burst(host, port, _post(url.netloc, 60), burst, 16)
+            refused = sum(1 for status, _ in answers if status != 202)
+            job_ids = await _job_ids_since(services, since)
+            records = await _wait_all(services, job_ids, timeout=burst * 2 + 60)
+        first = min(r.created_at for r in records)
+        last = max(r.finished_at or 0 for r in records)
+        started = min(r.started_at or last for r in records)
+        rate = len(records) / (last - started)
+        cpu = (cpu_seconds(worker) - cpu_before) / (last - first)
+        s3_cpu = (cpu_seconds(stack.s3) - s3_before) / (last - first)
+        pickup, total = _latencies(records)
+        table.add(
+            "burst",
+            len(records),
+            len(records) - len(pickup) + refused,
+            f"{rate:.0f}",
+            ms(percentile(pickup, 50)),
+            ms(percentile(pickup, 99)),
+            ms(percentile(total, 50)),
+            ms(percentile(total, 99)),
+            f"{cpu:.0%}",
+            f"{s3_cpu:.0%}",
+        )
+
+        offered = max(1.0, rate / 2)
+        since = time.time()
+        cpu_before, s3_before = cpu_seconds(worker), cpu_seconds(stack.s3)
+        outcome = await open_loop(host, port, _post(url.netloc, 61), offered, paced / offered)
+        job_ids = await _job_ids_since(services, since)
+        records = await _wait_all(services, job_ids, timeout=paced * 2 + 60)
+        cpu = (cpu_seconds(worker) - cpu_before) / outcome.elapsed
+        s3_cpu = (cpu_seconds(stack.s3) - s3_before) / outcome.elapsed
+        pickup_paced, total_paced = _latencies(records)
+        table.add(
+            f"paced at {offered:.0f}/s",
+            len(records),
+            len(records) - len(pickup_paced) + outcome.error_count,
+            f"{offered:.0f}",
+            ms(percentile(pickup_paced, 50)),
+            ms(percentile(pickup_paced, 99)),
+            ms(percentile(total_paced, 50)),
+            ms(percentile(total_paced, 99)),
+            f"{cpu:.0%}",
+            f"{s3_cpu:.0%}",
+        )
+    finally:
+        await services.close()
+        stack.stop(worker)
+        stack.stop(api)
+
+    result = Result("queue", "4. Queue overhead (one worker)")
+    result.tables.append(
+        (
+            f"One-file jobs ({SMALL_SIZE // 1024} KiB each) through one worker "
+            f"(WORKER_CONCURRENCY={concurrency}). Pickup = queued → processing "
+            "(created_at → started_at of the record); jobs/s of the burst = jobs / (last "
+            "finished − first started):",
+            table,
+        )
+    )
+    result.notes.append(
+        "Every job makes the full round: record, arq queue, catalogue lookup (a LIST of the "
+        "source bucket), multipart upload of a one-member ZIP, completion, events. The S3 "
+        "server (moto) is in the path of every job, and the worker shares the 2 cores with "
+        "the API, Redis, moto and the bench."
+    )
+    return result
