@@ -9,12 +9,14 @@ from pathlib import Path
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
+from litestar.template.base import csrf_token
 
 from backend.api.deps import (
     provide_client,
@@ -51,6 +53,10 @@ def _cors(settings: Settings) -> CORSConfig | None:
         expose_headers=["Location", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
         max_age=600,
     )
+
+
+def _register_template_callables(engine: JinjaTemplateEngine) -> None:
+    engine.register_template_callable("csrf_token", csrf_token)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -101,7 +107,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,
         template_config=TemplateConfig(
-            directory=FRONTEND / "templates", engine=JinjaTemplateEngine
+            directory=FRONTEND / "templates",
+            engine=JinjaTemplateEngine,
+            engine_callback=_register_template_callables,
+        ),
+        # Page forms post through htmx, which sends the token as a header (see app.js).
+        # The JSON API is exempt: it takes only JSON bodies (a cross-site form cannot send
+        # one without a CORS preflight) and bearer tokens, which browsers never attach.
+        csrf_config=CSRFConfig(
+            secret=settings.secret_key,
+            cookie_name="longhaul_csrf",
+            cookie_httponly=True,
+            cookie_samesite="lax",
+            header_name="x-csrftoken",
+            exclude=["^/v1/", "^/health", "^/docs"],
         ),
         openapi_config=OpenAPIConfig(
             title="Longhaul",

@@ -236,3 +236,15 @@ async def test_keyboard_alone_starts_a_download_and_reaches_the_download_button(
     async with page.expect_download() as info:
         await page.keyboard.press("Enter")
     assert (await info.value).suggested_filename == f"longhaul-{job_id[:8]}.zip"
+
+
+async def test_a_double_click_on_download_makes_one_job(page: Page) -> None:
+    await page.goto("/")
+    row = page.locator('[data-testid="catalogue-row"][data-file-id="5"]')
+    await row.get_by_test_id("file-checkbox").check()
+    await page.get_by_test_id("download-selected").dblclick()
+    await expect(page.get_by_test_id("job-card")).to_have_count(1)
+    job_id = (await job_ids(page))[0]
+    await wait_for_state(page, job_id, "ready")
+    await page.reload()
+    await expect(page.get_by_test_id("job-card")).to_have_count(1)

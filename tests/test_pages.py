@@ -19,6 +19,7 @@ from backend.pages.views import human_bytes, job_title, job_view
 from tests.helpers import fetch, zip_digests
 from tests.stack import CATALOGUE_BY_ID
 
+CSRF_TOKEN = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 JOB_ID = re.compile(r'data-testid="job-card" data-job-id="([0-9a-f]{32})"')
 
 
@@ -28,8 +29,18 @@ async def browser(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client that keeps cookies like a browser, holding its own owner cookie."""
     async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as client:
-        assert (await client.get("/")).status_code == 200
+        await open_page(client)
         yield client
+
+
+async def open_page(client: httpx.AsyncClient) -> str:
+    """Load the page like a browser and send its CSRF token with later requests, as app.js does."""
+    page = await client.get("/")
+    assert page.status_code == 200
+    match = CSRF_TOKEN.search(page.text)
+    assert match is not None and match.group(1), "the page carries no CSRF token"
+    client.headers["X-CSRFToken"] = match.group(1)
+    return match.group(1)
 
 
 async def start_from_form(client: httpx.AsyncClient, file_ids: list[int], **headers: str) -> str:
@@ -155,7 +166,7 @@ async def test_another_browser_cannot_see_or_touch_a_job(
 ) -> None:
     job_id = await start_from_form(browser, [5])
     async with httpx.AsyncClient(base_url=api_server.url) as stranger:
-        await stranger.get("/")
+        await open_page(stranger)
         for method, path in [
             ("GET", f"/jobs/{job_id}/live"),
             ("GET", f"/jobs/{job_id}/download"),
@@ -261,3 +272,34 @@ def test_title_names_three_files_then_counts_the_rest() -> None:
     assert five.text == "f1.txt, f2.txt, f3.txt and 2 more"
     assert five.detail == "5 files · 5.0 KB"
     assert job_title(_record(file_ids=[9]), {}).text == "file 9"
+
+
+async def test_page_posts_without_the_csrf_token_are_refused(
+    browser: httpx.AsyncClient, api_server: devstack.Process
+) -> None:
+    forged = await browser.post(
+        "/downloads", data={"file_ids": ["5"]}, headers={"X-CSRFToken": "forged"}
+    )
+    assert forged.status_code == 403
+    assert "CSRF" in forged.json()["detail"]
+    # A cross-site form carries neither our token nor (SameSite) our cookies.
+    async with httpx.AsyncClient(base_url=api_server.url) as elsewhere:
+        response = await elsewhere.post("/downloads", data={"file_ids": ["5"]})
+        assert response.status_code == 403
+
+
+async def test_a_double_click_makes_one_job(browser: httpx.AsyncClient) -> None:
+    # This browser (a fresh owner) has no jobs yet; both posts carry the form's one key.
+    form = {"file_ids": ["3", "5"], "idempotency_key": "c0ffee00c0ffee00c0ffee00c0ffee00"}
+    first, second = await asyncio.gather(
+        browser.post("/downloads", data=form, headers={"HX-Request": "true"}),
+        browser.post("/downloads", data=form, headers={"HX-Request": "true"}),
+    )
+    assert first.status_code == second.status_code == 200
+    panel = await browser.get("/downloads")
+    assert len(set(JOB_ID.findall(panel.text))) == 1
+    # The next intended download draws a new key and is a job of its own.
+    form["idempotency_key"] = "c0ffee00c0ffee00c0ffee00c0ffee01"
+    assert (await browser.post("/downloads", data=form)).status_code == 200
+    panel = await browser.get("/downloads")
+    assert len(set(JOB_ID.findall(panel.text))) == 2

@@ -83,7 +83,9 @@ async def start_download(
     browser = browser_owner(request, services.settings)
     form = await request.form()
     file_ids = parse_file_ids([str(v) for v in form.getall("file_ids", [])])
-    await start_download_job(services, file_ids, browser.owner, client=client)
+    # Set by app.js per intended download, so a double click makes one job.
+    key = str(form.get("idempotency_key") or "").strip() or None
+    await start_download_job(services, file_ids, browser.owner, key, client=client)
     return await _panel(request, services, browser)
 
 

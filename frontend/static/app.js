@@ -67,7 +67,22 @@
   });
   document.addEventListener('htmx:configRequest', function (evt) {
     evt.detail.headers['X-Live-Mode'] = liveMode;
+    var csrf = document.querySelector('meta[name="csrf-token"]');
+    if (csrf) evt.detail.headers['X-CSRFToken'] = csrf.content;
   });
+
+  // One key per intended download: a double click (or a retried request) carries the same
+  // key, so the server makes one job. A new key is drawn once a request has gone through.
+  function renewIdempotencyKey() {
+    var field = document.querySelector('#catalogue-form input[name="idempotency_key"]');
+    if (!field) return;
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    field.value = Array.prototype.map.call(bytes, function (b) {
+      return ('0' + b.toString(16)).slice(-2);
+    }).join('');
+  }
+  document.addEventListener('DOMContentLoaded', renewIdempotencyKey);
   // A page restored from the back/forward cache shows old cards and has no stream.
   window.addEventListener('pageshow', function (evt) {
     if (evt.persisted) {
@@ -145,6 +160,7 @@
     showNotice('');
     if (elt.id === 'catalogue-form') {
       elt.reset();
+      renewIdempotencyKey();
       updateSelection();
       revealNewestJob();
     }
