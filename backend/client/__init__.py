@@ -1,0 +1,1 @@
+"""`longhaul`: the command-line client of the JSON API (start, follow, fetch, verify)."""

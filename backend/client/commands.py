@@ -1,0 +1,217 @@
+"""What each `longhaul` command does, and how it reports to people (text) and scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import msgspec
+
+from backend.client.api import USER_AGENT, Api
+from backend.client.errors import ApiError, ClientError, ExitCode
+from backend.client.fetch import Fetched, fetch, part_path
+from backend.client.follow import Follower, JobView, OnUpdate
+from backend.client.progress import ProgressBar, human_bytes
+from backend.client.verify import verify_archive
+from backend.models import JobStatus
+
+
+@dataclass
+class Output:
+    """Results go to stdout (JSON with `--json`); progress and errors go to stderr."""
+
+    as_json: bool = False
+    quiet: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def result(self, human: str, data: Any) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        elif human:
+            self.out.write(human + "\n")
+        self.out.flush()
+
+    def failure(self, message: str, code: ExitCode, **data: Any) -> ExitCode:
+        self.err.write(f"longhaul: {message}\n")
+        self.err.flush()
+        if self.as_json:
+            self.result("", {"ok": False, "error": message, "exit_code": int(code), **data})
+        return code
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.err.write(text + "\n")
+            self.err.flush()
+
+    def bar(self, label: str) -> ProgressBar:
+        return ProgressBar(self.err, label, enabled=not self.quiet)
+
+
+def _builtins(status: JobStatus) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(status)
+    return data
+
+
+def files(api: Api, output: Output) -> ExitCode:
+    catalogue = api.files()
+    lines = [f"{item.file_id:>8}  {human_bytes(item.size):>10}  {item.name}" for item in catalogue]
+    output.result("\n".join(lines), msgspec.to_builtins(catalogue))
+    return ExitCode.OK
+
+
+def status(api: Api, output: Output, job_id: str) -> ExitCode:
+    """Print a job's status. Exit 0 whatever the state: the question was answered."""
+    current = api.status(job_id)
+    output.result(_describe(current), _builtins(current))
+    return ExitCode.OK
+
+
+def cancel(api: Api, output: Output, job_id: str) -> ExitCode:
+    try:
+        current = api.cancel(job_id)
+    except ApiError as exc:
+        if exc.status_code == 409:
+            return output.failure(exc.detail, ExitCode.JOB_FAILED, job_id=job_id)
+        raise
+    output.result(f"job {job_id} cancelled", {"ok": True, **_builtins(current)})
+    return ExitCode.OK
+
+
+def _describe(current: JobStatus) -> str:
+    lines = [
+        f"job       {current.job_id}",
+        f"status    {current.status.value}",
+        f"progress  {current.progress}%  {current.processed_files}/{current.total_files} files  "
+        f"{human_bytes(current.bytes_processed)}/{human_bytes(current.bytes_total)}",
+    ]
+    if current.attempt:
+        lines.append(f"attempt   {current.attempt}/{current.max_attempts}")
+    if current.skipped_file_ids:
+        lines.append(f"skipped   {', '.join(map(str, current.skipped_file_ids))} (not found)")
+    if current.error or current.last_error:
+        lines.append(f"error     {current.error or current.last_error}")
+    if current.download_url:
+        lines.append(f"download  {current.download_url}")
+    return "\n".join(lines)
+
+
+@dataclass
+class DownloadArgs:
+    file_ids: list[int]
+    job_id: str | None
+    dest: Path | None
+    use_sse: bool = True
+    verify: bool = True
+    idempotency_key: str | None = None
+
+
+def download(api: Api, output: Output, request: DownloadArgs, follower: Follower) -> ExitCode:
+    """Start (or join) a job, follow it to its end, fetch the archive and verify it."""
+    if request.job_id is not None:
+        job_id = request.job_id
+        api.status(job_id)  # an unknown job fails here, before any waiting
+    else:
+        job_id = api.start(request.file_ids, request.idempotency_key).job_id
+        output.note(f"job {job_id} started")
+    try:
+        return _follow_and_fetch(api, output, request, follower, job_id)
+    except KeyboardInterrupt:
+        return output.failure(
+            f"interrupted; job {job_id} goes on: `longhaul download --job {job_id}` resumes",
+            ExitCode.INTERRUPTED,
+            job_id=job_id,
+        )
+
+
+def _follow_and_fetch(
+    api: Api, output: Output, request: DownloadArgs, follower: Follower, job_id: str
+) -> ExitCode:
+    bar = output.bar("building")
+    follower.on_update = _job_display(bar)
+    try:
+        followed = follower.follow(job_id, use_sse=request.use_sse)
+    finally:
+        bar.close()
+    final = followed.status
+    summary: dict[str, Any] = {
+        "job_id": job_id,
+        "status": final.status.value,
+        "follow": {"mode": followed.mode, "reconnects": followed.reconnects},
+        "skipped_file_ids": final.skipped_file_ids,
+    }
+    if final.status.value != "ready" or not final.download_url:
+        return output.failure(_ending(final), ExitCode.JOB_FAILED, **summary)
+    dest = request.dest or Path(f"longhaul-{job_id[:8]}.zip")
+    fetched = _fetch(api, output, job_id, final.download_url, dest)
+    summary |= {"output": str(dest), "size": fetched.size, "resumes": fetched.resumes}
+    if request.verify:
+        verified = verify_archive(dest, expected_entries=final.total_files)
+        summary |= {"entries": verified.entries, "sha256": verified.sha256, "verified": True}
+    else:
+        summary["verified"] = False
+    checked = f", {summary['entries']} files verified" if request.verify else ""
+    output.result(f"saved {dest} ({human_bytes(fetched.size)}{checked})", {"ok": True, **summary})
+    return ExitCode.OK
+
+
+def _ending(final: JobStatus) -> str:
+    if final.status.value == "failed":
+        return f"job {final.job_id} failed: {final.error or final.last_error}"
+    if final.status.value == "ready":
+        return f"job {final.job_id} is ready but has no download link"
+    return f"job {final.job_id} was {final.status.value}"
+
+
+def _job_display(bar: ProgressBar) -> OnUpdate:
+    seen: dict[str, Any] = {"status": None, "attempt": 0}
+
+    def show(view: JobView) -> None:
+        if view.retry_in is not None and view.attempt != seen["attempt"]:
+            bar.message(
+                f"attempt {view.attempt}/{view.max_attempts} failed ({view.error}); "
+                f"retrying in {view.retry_in:g}s"
+            )
+            seen["attempt"] = view.attempt
+        note = "" if view.status == "processing" else view.status
+        bar.update(
+            view.bytes_processed,
+            view.bytes_total,
+            percent=view.progress,
+            files=(view.processed_files, view.total_files),
+            note=note,
+            at=view.at,
+        )
+
+    return show
+
+
+def _fetch(api: Api, output: Output, job_id: str, first_url: str, dest: Path) -> Fetched:
+    bar = output.bar("download")
+
+    def url_for(attempt: int) -> str:
+        if attempt == 0:
+            return first_url
+        bar.message(f"resuming the download at {part_path(dest).stat().st_size} bytes")
+        try:
+            return api.status(job_id).download_url or first_url
+        except ClientError:
+            return first_url  # the API is away; the link we have may still be valid
+
+    timeout = httpx.Timeout(30.0, read=60.0)
+    # A separate client: the API's bearer token must never travel to the storage server.
+    with httpx.Client(
+        timeout=timeout, follow_redirects=True, headers={"User-Agent": USER_AGENT}
+    ) as storage:
+        try:
+            return fetch(storage, url_for, dest, on_bytes=bar.update)
+        finally:
+            bar.close()
+
+
+def report(output: Output, exc: ClientError) -> ExitCode:
+    return output.failure(str(exc), exc.exit_code)

@@ -1,0 +1,188 @@
+"""Follow a job to its end: SSE first, resuming with Last-Event-ID, polling when SSE fails."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError
+
+from backend.client.api import Api
+from backend.client.errors import ApiError, Unreachable
+from backend.models import JobStatus
+
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
+TERMINAL_STATUSES = frozenset({"ready", "failed", "cancelled", "expired"})
+# Events whose data carries no `status`: the state they announce.
+_EVENT_STATUS = {
+    "completed": "ready",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "expired": "expired",
+    "retrying": "processing",
+}
+
+
+@dataclass
+class JobView:
+    """What a progress display needs, merged from events and status answers alike."""
+
+    job_id: str
+    status: str = "queued"
+    progress: int = 0
+    processed_files: int = 0
+    total_files: int = 0
+    bytes_processed: int = 0
+    bytes_total: int = 0
+    attempt: int = 0
+    max_attempts: int = 0
+    error: str | None = None
+    retry_in: float | None = None
+    # When the server recorded the event (seconds), from its stream id: replayed history
+    # then shows its real pace, not the burst it arrives in.
+    at: float | None = None
+
+    def apply_event(self, event: str, data: dict[str, Any], event_id: str = "") -> None:
+        millis, _, _ = event_id.partition("-")
+        self.at = int(millis) / 1000 if millis.isdigit() else None
+        self.status = str(data.get("status") or _EVENT_STATUS.get(event, self.status))
+        for name in (
+            "progress",
+            "processed_files",
+            "total_files",
+            "bytes_processed",
+            "bytes_total",
+            "attempt",
+            "max_attempts",
+        ):
+            value = data.get(name)
+            if isinstance(value, int):
+                setattr(self, name, value)
+        self.error = data.get("error") if event in {"retrying", "failed"} else None
+        self.retry_in = data.get("retry_in") if event == "retrying" else None
+        if event == "completed":
+            self.progress = 100
+
+    def apply_status(self, status: JobStatus) -> None:
+        self.status = status.status.value
+        self.progress = status.progress
+        self.processed_files = status.processed_files
+        self.total_files = status.total_files
+        self.bytes_processed = status.bytes_processed
+        self.bytes_total = status.bytes_total
+        self.attempt = status.attempt
+        self.max_attempts = status.max_attempts
+        self.error = status.error or (status.last_error if self.status == "processing" else None)
+        self.retry_in = None
+        self.at = None
+
+
+@dataclass
+class Followed:
+    """How following ended: the final status, and how it was reached."""
+
+    status: JobStatus
+    mode: str  # "sse", or "poll" once the stream was given up
+    reconnects: int = 0
+    events: int = 0
+    last_event_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+OnUpdate = Callable[[JobView], None]
+
+
+@dataclass
+class Follower:
+    """Follows one job. `max_stream_failures` streams in a row that bring no event mean
+    SSE cannot get through (a proxy buffering or blocking it): poll from then on."""
+
+    api: Api
+    on_update: OnUpdate = lambda view: None
+    poll_interval: float = 2.0
+    max_stream_failures: int = 3
+    reconnect_delay: float = 2.0
+    # Polling gives up after this long without any answer from the API.
+    unreachable_after: float = 60.0
+
+    def follow(self, job_id: str, use_sse: bool = True) -> Followed:
+        view = JobView(job_id)
+        if use_sse:
+            followed = self._stream(job_id, view)
+            if followed is not None:
+                return followed
+            notes = ["event stream unavailable; polling"]
+        else:
+            notes = []
+        status = self._poll(job_id, view)
+        return Followed(status, "poll", notes=notes)
+
+    def _stream(self, job_id: str, view: JobView) -> Followed | None:
+        last_id: str | None = None
+        failures = reconnects = events = 0
+        delay = self.reconnect_delay
+        while failures < self.max_stream_failures:
+            try:
+                with self.api.events(job_id, last_id) as source:
+                    for sse in source.iter_sse():
+                        if sse.retry is not None:
+                            delay = min(sse.retry / 1000, 30.0)
+                        data = _json(sse.data)
+                        if data is None:  # the opening frame, a ping, or a torn frame
+                            continue
+                        last_id = sse.id or last_id
+                        events += 1
+                        failures = 0
+                        view.apply_event(sse.event, data, sse.id)
+                        self.on_update(view)
+                        if sse.event in TERMINAL_EVENTS:
+                            status = self.api.status(job_id)
+                            return Followed(status, "sse", reconnects, events, last_id)
+            except ApiError as exc:
+                if exc.status_code in {400, 401, 403, 404}:
+                    raise
+                # 429 (stream cap), 5xx, a proxy's error page: SSE is not getting through.
+                return None
+            except (httpx.TransportError, SSEError, Unreachable):
+                pass
+            # The stream ended before the job did: reconnect, resuming after the last id.
+            failures += 1
+            reconnects += 1
+            if failures < self.max_stream_failures:
+                time.sleep(delay)
+        return None
+
+    def _poll(self, job_id: str, view: JobView) -> JobStatus:
+        silent_since: float | None = None
+        while True:
+            try:
+                status = self.api.status(job_id)
+            except (Unreachable, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status_code < 500:
+                    raise
+                now = time.monotonic()
+                silent_since = silent_since or now
+                if now - silent_since > self.unreachable_after:
+                    raise
+                time.sleep(self.poll_interval)
+                continue
+            silent_since = None
+            view.apply_status(status)
+            self.on_update(view)
+            if status.status.value in TERMINAL_STATUSES:
+                return status
+            time.sleep(self.poll_interval)
+
+
+def _json(data: str) -> dict[str, Any] | None:
+    if not data:
+        return None
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
