@@ -158,7 +158,7 @@ async def test_retry_is_refused_for_a_job_that_did_not_fail(browser: httpx.Async
     await live_until_ended(browser, job_id)
     response = await browser.post(f"/jobs/{job_id}/retry")
     assert response.status_code == 409
-    assert "only failed or cancelled jobs" in response.json()["detail"]
+    assert "only failed, cancelled or expired jobs" in response.json()["detail"]
 
 
 async def test_another_browser_cannot_see_or_touch_a_job(
@@ -303,3 +303,10 @@ async def test_a_double_click_makes_one_job(browser: httpx.AsyncClient) -> None:
     assert (await browser.post("/downloads", data=form)).status_code == 200
     panel = await browser.get("/downloads")
     assert len(set(JOB_ID.findall(panel.text))) == 2
+
+
+def test_view_of_an_expired_job_offers_to_build_it_again() -> None:
+    record = JobRecord(job_id="b" * 32, owner="o", file_ids=[1], status=JobState.EXPIRED)
+    view = job_view(record)
+    assert view.state_label == "Expired"
+    assert "deleted" in view.error_text

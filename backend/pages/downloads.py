@@ -26,7 +26,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 # htmx stops polling an element when its request answers 286.
 STOP_POLLING = 286
 _MAX_FILE_ID = 2**53
-RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
+# An expired job's archive was deleted; trying again builds it anew.
+RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
 
 
 def parse_file_ids(values: list[str]) -> list[int]:
@@ -120,7 +121,7 @@ async def retry(
     if record.status not in RETRYABLE:
         raise HTTPException(
             status_code=409,
-            detail=f"job {job_id} is {record.status.value}; only failed or cancelled jobs "
+            detail=f"job {job_id} is {record.status.value}; only failed, cancelled or expired jobs "
             "can be tried again",
         )
     await start_download_job(services, record.file_ids, browser.owner, client=client)

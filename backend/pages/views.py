@@ -20,6 +20,7 @@ STATE_LABELS: dict[str, str] = {
     JobState.READY: "Ready",
     JobState.FAILED: "Failed",
     JobState.CANCELLED: "Cancelled",
+    JobState.EXPIRED: "Expired",
 }
 # Below this much elapsed time a speed figure is noise.
 _MIN_SECONDS_FOR_SPEED = 0.5
@@ -153,6 +154,8 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
 
 
 def _error_text(record: JobRecord) -> str:
+    if record.status is JobState.EXPIRED:
+        return "The archive was deleted after its retention period. Try again to build it anew."
     if record.status is not JobState.FAILED:
         return ""
     reason = record.error or record.last_error or "an unknown error"
