@@ -1,0 +1,245 @@
+"""Proof through a real proxy: Debian's nginx runs the project's config in front of the app.
+
+The API read timeout is cut to a few seconds and jobs are throttled to take several times
+longer, so every job here would die at the proxy if a request waited on the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from backend import devstack
+from backend.jobs import parse_event_id
+from backend.settings import load_settings
+from backend.storage import Storage
+from tests.helpers import fetch, start, wait_for_status, zip_digests
+from tests.nginx_fixtures import AccessEntry, Nginx, SlowUpstream, start_nginx
+from tests.stack import CATALOGUE_BY_ID, env_for, seed_catalogue
+
+CUT_TIMEOUT_SECONDS = 2
+# Files 1-3 (~3.9 MB) take ~7.5 s at this rate: several times the cut timeout.
+THROTTLE_BYTES_PER_SECOND = 512 * 1024
+LONG_JOB = [1, 2, 3]
+APP_CSS = Path(__file__).resolve().parent.parent / "frontend" / "static" / "app.css"
+
+
+@dataclass
+class ProxiedStack:
+    nginx: Nginx
+    apis: list[devstack.Process]
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+async def proxied(
+    redis_server: devstack.Process, s3_server: devstack.Process, state_dir: Path
+) -> AsyncIterator[ProxiedStack]:
+    """Two API processes and a throttled worker behind nginx with a cut API timeout."""
+    env = env_for(
+        redis_server.url,
+        s3_server.url,
+        "lh-nginx",
+        THROTTLE_BYTES_PER_SECOND=str(THROTTLE_BYTES_PER_SECOND),
+    )
+    storage = Storage(load_settings(env))
+    await storage.open()
+    try:
+        await seed_catalogue(storage)
+    finally:
+        await storage.close()
+    log_dir = state_dir / "nginx-logs"
+    apis = [devstack.start_api(env, log_dir, name=f"nginx-api-{n}") for n in ("a", "b")]
+    worker = devstack.start_worker(env, log_dir, name="nginx-worker")
+    nginx = start_nginx(
+        state_dir / "nginx",
+        [api.url for api in apis],
+        LONGHAUL_API_READ_TIMEOUT=f"{CUT_TIMEOUT_SECONDS}s",
+    )
+    yield ProxiedStack(nginx=nginx, apis=apis, env=env)
+    nginx.stop()
+    worker.stop()
+    for api in apis:
+        api.stop()
+
+
+@pytest.fixture
+async def via_nginx(proxied: ProxiedStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=proxied.nginx.url, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class Arrival:
+    event: str
+    data: dict[str, object]
+    # When the event was written to Redis (its stream id) and when it reached us.
+    written: float
+    arrived: float
+
+
+async def follow(client: httpx.AsyncClient, job_id: str) -> tuple[float, list[Arrival]]:
+    """Read a job's stream to its end; returns when the stream opened and every arrival."""
+    arrivals: list[Arrival] = []
+    async with aconnect_sse(client, "GET", f"/v1/download/subscribe/{job_id}") as source:
+        assert source.response.status_code == 200
+        opened = time.time()
+        async for sse in source.aiter_sse():
+            if not sse.data:
+                continue
+            position = parse_event_id(sse.id)
+            assert position is not None, sse.id
+            arrivals.append(
+                Arrival(sse.event, json.loads(sse.data), position[0] / 1000, time.time())
+            )
+            if sse.event in {"completed", "failed", "cancelled"}:
+                break
+    return opened, arrivals
+
+
+async def access_entries_for(nginx: Nginx, path: str, count: int) -> list[AccessEntry]:
+    """The access log's entries for `path`, once `count` of them are written."""
+
+    async def written() -> list[AccessEntry]:
+        while True:
+            entries = [e for e in nginx.access_entries() if e.path == path]
+            if len(entries) >= count:
+                return entries
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(written(), 10)
+
+
+async def test_json_flow_through_nginx_completes_a_job_longer_than_the_proxy_timeout(
+    via_nginx: httpx.AsyncClient,
+) -> None:
+    created = await start(via_nginx, LONG_JOB)
+    status = await wait_for_status(via_nginx, created["job_id"], {"ready", "failed"}, timeout=90)
+    assert status["status"] == "ready", status
+    # The point of the exercise: the work outlasted the proxy's timeout several times over.
+    assert status["finished_at"] - status["created_at"] > 3 * CUT_TIMEOUT_SECONDS
+    expected = {CATALOGUE_BY_ID[i].name: CATALOGUE_BY_ID[i].sha256 for i in LONG_JOB}
+    assert zip_digests(await fetch(status["download_url"])) == expected
+
+
+async def test_sse_events_arrive_through_nginx_as_they_happen(
+    via_nginx: httpx.AsyncClient,
+) -> None:
+    created = await start(via_nginx, LONG_JOB)
+    opened, arrivals = await asyncio.wait_for(follow(via_nginx, created["job_id"]), 90)
+
+    assert arrivals[-1].event == "completed"
+    live = [a for a in arrivals if a.written >= opened]
+    progress = [a for a in live if a.event == "progress"]
+    assert len(progress) >= 5, [a.data for a in arrivals]
+    # Buffering would deliver early events late, in one burst at the end.
+    lags = [a.arrived - a.written for a in live]
+    assert max(lags) < 1.0, lags
+    spread = live[-1].arrived - live[0].arrived
+    assert spread > 2 * CUT_TIMEOUT_SECONDS, spread
+    distinct_seconds = {int(a.arrived) for a in progress}
+    assert len(distinct_seconds) >= 4, distinct_seconds
+
+
+async def test_clients_on_either_api_process_see_the_workers_events(
+    proxied: ProxiedStack, via_nginx: httpx.AsyncClient
+) -> None:
+    created = await start(via_nginx, [3, 4])
+    job_id = created["job_id"]
+    # Round robin over two upstreams: four streams land two on each process.
+    followed = await asyncio.wait_for(
+        asyncio.gather(*(follow(via_nginx, job_id) for _ in range(4))), 60
+    )
+
+    for opened, arrivals in followed:
+        assert arrivals[-1].event == "completed"
+        assert any(a.event == "progress" and a.written >= opened for a in arrivals), arrivals
+    entries = await access_entries_for(proxied.nginx, f"/v1/download/subscribe/{job_id}", 4)
+    served_by = {entry.upstream for entry in entries}
+    assert served_by == {api.url.split("://", 1)[1] for api in proxied.apis}
+
+
+async def test_a_request_held_past_the_cut_timeout_gets_504_while_a_stream_lives_on(
+    tmp_path: Path,
+) -> None:
+    held = 2 * CUT_TIMEOUT_SECONDS
+    job_path = "/v1/download/status/" + "a" * 32
+    stream_path = "/v1/download/subscribe/" + "a" * 32
+    async with SlowUpstream(hold=held) as upstream:
+        nginx = await asyncio.to_thread(
+            start_nginx,
+            tmp_path / "nginx",
+            [upstream.url],
+            LONGHAUL_API_READ_TIMEOUT=f"{CUT_TIMEOUT_SECONDS}s",
+        )
+        try:
+            async with httpx.AsyncClient(base_url=nginx.url, timeout=30) as client:
+                plain, stream = await asyncio.gather(client.get(job_path), client.get(stream_path))
+        finally:
+            await asyncio.to_thread(nginx.stop)
+
+    # The upstream did get both requests: the 504 is the read timeout, not a refused connection.
+    assert sorted(upstream.paths) == sorted([job_path, stream_path])
+    assert plain.status_code == 504
+    assert plain.headers["content-type"].startswith("application/json")
+    assert plain.json() == {"status_code": 504, "detail": "the API did not answer in time"}
+    assert stream.status_code == 200
+    assert "event: completed" in stream.text
+
+
+async def test_static_files_come_from_nginx_with_caching_headers_and_gzip(
+    proxied: ProxiedStack, via_nginx: httpx.AsyncClient
+) -> None:
+    response = await via_nginx.get("/static/app.css", headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["cache-control"] == "max-age=3600"
+    assert "expires" in response.headers
+    assert "etag" in response.headers or "last-modified" in response.headers
+    assert response.text == APP_CSS.read_text()
+
+    entries = await access_entries_for(proxied.nginx, "/static/app.css", 1)
+    assert entries[-1].upstream == "-"
+
+
+async def test_json_is_gzipped_but_the_event_stream_never_is(via_nginx: httpx.AsyncClient) -> None:
+    schema = await via_nginx.get("/docs/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert schema.status_code == 200
+    assert schema.headers["content-encoding"] == "gzip"
+    assert schema.json()["info"]["title"] == "Longhaul"
+
+    created = await start(via_nginx, [5])
+    await wait_for_status(via_nginx, created["job_id"], {"ready"})
+    stream = await via_nginx.get(
+        f"/v1/download/subscribe/{created['job_id']}", headers={"Accept-Encoding": "gzip"}
+    )
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert "content-encoding" not in stream.headers
+    assert "event: completed" in stream.text
+
+
+async def test_a_body_over_the_limit_is_refused_by_nginx_with_json(
+    proxied: ProxiedStack, via_nginx: httpx.AsyncClient
+) -> None:
+    ids = ",".join(str(n) for n in range(1, 20_000))
+    response = await via_nginx.post(
+        "/v1/download/async",
+        content=f'{{"file_ids": [{ids}]}}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json() == {"status_code": 413, "detail": "request body: at most 64 KiB"}
+    entries = await access_entries_for(proxied.nginx, "/v1/download/async", 1)
+    refused = [e for e in entries if e.status == 413]
+    assert refused
+    assert refused[-1].upstream == "-"
