@@ -117,8 +117,9 @@ def download(api: Api, output: Output, request: DownloadArgs, follower: Follower
         api.status(job_id)  # an unknown job fails here, before any waiting
     else:
         job_id = api.start(request.file_ids, request.idempotency_key).job_id
-        output.note(f"job {job_id} started")
     try:
+        if request.job_id is None:
+            output.note(f"job {job_id} started")
         return _follow_and_fetch(api, output, request, follower, job_id)
     except KeyboardInterrupt:
         return output.failure(

@@ -13,7 +13,6 @@ import httpx
 
 from backend.client.errors import FetchFailed
 
-CHUNK = 256 * 1024
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 # (bytes on disk, total size when known)
@@ -94,8 +93,9 @@ def _get(http: httpx.Client, url: str, transfer: _Transfer, on_bytes: OnBytes) -
             # The server sent the whole object, not the range: start the file over.
             out.seek(start)
             out.truncate()
-        # Raw bytes: Range offsets count the bytes on the wire, not a decoded body.
-        for chunk in response.iter_raw(CHUNK):
+        # Raw bytes, as they arrive: Range offsets count bytes on the wire, and a chunk
+        # buffered but not yet handed over would be lost when the connection drops.
+        for chunk in response.iter_raw():
             out.write(chunk)
             on_bytes(out.tell(), transfer.total)
         out.flush()
