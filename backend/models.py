@@ -33,7 +33,11 @@ class DownloadRequest(Struct, forbid_unknown_fields=True):
 
     file_ids: Annotated[
         list[FileId],
-        Meta(min_length=1, description="Catalogue ids of the files to put in one ZIP archive."),
+        Meta(
+            min_length=1,
+            description="Catalogue ids of the files to put in one ZIP archive.",
+            examples=[[10001, 10003]],
+        ),
     ]
 
 
@@ -143,3 +147,60 @@ def status_of(
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
     )
+
+
+# The data of each SSE event (GET /v1/download/subscribe/{job_id}), by event name: the worker
+# and the job store write these payloads, clients decode them, the OpenAPI schema shows them.
+
+
+class ProgressEvent(Struct, kw_only=True):
+    """`event: progress`: everything a progress bar needs."""
+
+    status: JobState
+    progress: Annotated[int, Meta(ge=0, le=100)]
+    processed_files: int
+    total_files: int
+    bytes_processed: int
+    bytes_total: int
+    attempt: int
+    max_attempts: int
+
+
+class RetryingEvent(ProgressEvent, kw_only=True):
+    """`event: retrying`: an attempt failed with `error`; the next starts in `retry_in` s."""
+
+    error: str
+    retry_in: float
+
+
+class CompletedEvent(Struct, kw_only=True):
+    """`event: completed`: the archive is ready at `download_url` (presigned, one hour)."""
+
+    # None when the archive has expired since (an `expired` event follows).
+    download_url: str | None
+    archive_size: int
+    total_files: int
+    skipped_file_ids: list[int]
+
+
+class FailedEvent(Struct, kw_only=True):
+    """`event: failed`: the last attempt failed; `error` says why."""
+
+    error: str
+    attempt: int
+
+
+class EndedEvent(Struct, kw_only=True):
+    """`event: cancelled` and `event: expired`: the job ended without (or lost) its archive."""
+
+    status: JobState
+
+
+JOB_EVENTS: dict[str, type[Struct]] = {
+    "progress": ProgressEvent,
+    "retrying": RetryingEvent,
+    "completed": CompletedEvent,
+    "failed": FailedEvent,
+    "cancelled": EndedEvent,
+    "expired": EndedEvent,
+}

@@ -10,11 +10,11 @@ import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from redis.exceptions import RedisError
 
+from backend.api.openapi_docs import EVENT_STREAM, error_response, status_response
 from backend.downloads import (
     InvalidInput,
     cancel_job,
@@ -25,18 +25,18 @@ from backend.downloads import (
 )
 from backend.events import EventHub
 from backend.jobs import parse_event_id
-from backend.models import DownloadRequest, ErrorBody, JobEvent, JobStatus
+from backend.models import DownloadRequest, JobEvent, JobStatus
 from backend.ratelimit import StreamLease, open_stream
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
 
 _ERRORS = {
-    400: ResponseSpec(ErrorBody, description="The request breaks a rule; `detail` names it."),
-    404: ResponseSpec(ErrorBody, description="No such job (or not yours)."),
-    503: ResponseSpec(ErrorBody, description="Redis or S3 is unavailable; retry shortly."),
-    401: ResponseSpec(ErrorBody, description="Bad or missing bearer token."),
-    429: ResponseSpec(ErrorBody, description="Rate limit or per-client cap; see Retry-After."),
+    400: error_response(400, "The request breaks a rule; `detail` names it."),
+    404: error_response(404, "No such job (or not yours)."),
+    503: error_response(503, "Redis or S3 is unavailable; retry shortly."),
+    401: error_response(401, "Bad or missing bearer token."),
+    429: error_response(429, "Rate limit or per-client cap; see Retry-After."),
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # EventSource reconnect delay we ask browsers for, in milliseconds.
@@ -122,11 +122,10 @@ class DownloadController(Controller):
         summary="Start a download job",
         responses={
             **_ERRORS,
-            415: ResponseSpec(ErrorBody, description="Not JSON."),
-            422: ResponseSpec(
-                ErrorBody, description="Idempotency-Key reused with a different body."
-            ),
-            413: ResponseSpec(ErrorBody, description="Body too large."),
+            202: status_response("The job, queued; `Location` is its status URL.", "queued"),
+            415: error_response(415, "Not JSON."),
+            422: error_response(422, "Idempotency-Key reused with a different body."),
+            413: error_response(413, "Body too large."),
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
         "Follow it at `status_url` (polling) or `events_url` (SSE).",
@@ -153,7 +152,22 @@ class DownloadController(Controller):
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 
-    @get("/status/{job_id:str}", summary="A job's status", responses=_ERRORS)
+    @get(
+        "/status/{job_id:str}",
+        summary="A job's status",
+        responses={
+            **_ERRORS,
+            200: status_response(
+                "The job now; `download_url` (presigned, fresh on every call) once ready.",
+                "queued",
+                "processing",
+                "retrying",
+                "ready",
+                "failed",
+                "cancelled",
+            ),
+        },
+    )
     async def status(self, job_id: str, services: Services, requester: str) -> JobStatus:
         record = await find_job(services, job_id, requester)
         return await public_status(services, record)
@@ -162,7 +176,7 @@ class DownloadController(Controller):
         "/subscribe/{job_id:str}",
         summary="Stream a job's events (SSE)",
         media_type="text/event-stream",
-        responses=_ERRORS,
+        responses={**_ERRORS, 200: EVENT_STREAM},
         description="`text/event-stream` of `progress`, `retrying`, `completed "
         "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
         "event has an `id`; reconnect with `Last-Event-ID` to resume. The stream "
@@ -197,7 +211,11 @@ class DownloadController(Controller):
         "/{job_id:str}",
         status_code=200,
         summary="Cancel a job",
-        responses={**_ERRORS, 409: ResponseSpec(ErrorBody, description="Already ended.")},
+        responses={
+            **_ERRORS,
+            200: status_response("The job, now cancelled.", "cancelled"),
+            409: error_response(409, "Already ended."),
+        },
     )
     async def cancel(self, job_id: str, services: Services, requester: str) -> JobStatus:
         record = await find_job(services, job_id, requester)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from litestar import get
 
+from backend.api.openapi_docs import FILES, error_response
 from backend.models import CatalogueFile
 from backend.services import Services
 
 
-@get("/v1/files", tags=["files"], summary="The catalogue of downloadable files")
+@get(
+    "/v1/files",
+    tags=["files"],
+    summary="The catalogue of downloadable files",
+    responses={
+        200: FILES,
+        429: error_response(429, "Rate limit; see Retry-After."),
+        503: error_response(503, "Object storage is unavailable; retry shortly."),
+    },
+)
 async def list_files(services: Services) -> list[CatalogueFile]:
     return [
         CatalogueFile(file_id=item.file_id, name=item.name, size=item.size)

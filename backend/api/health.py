@@ -6,11 +6,18 @@ import asyncio
 
 from litestar import Response, get
 
+from backend.api.openapi_docs import HEALTHY, UNHEALTHY
 from backend.models import HealthBody
 from backend.services import Services
 
 
-@get("/health", tags=["operations"], summary="Health of the API and its dependencies", cache=False)
+@get(
+    "/health",
+    tags=["operations"],
+    summary="Health of the API and its dependencies",
+    cache=False,
+    responses={200: HEALTHY, 503: UNHEALTHY},
+)
 async def health(services: Services) -> Response[HealthBody]:
     redis_ok, storage_ok = await asyncio.gather(services.redis_ok(), services.storage.ping())
     checks = {

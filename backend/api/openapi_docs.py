@@ -1,0 +1,254 @@
+"""What the OpenAPI schema shows beyond the types: examples, and the event stream's frames.
+
+Only documentation lives here; the controllers refer to it from their route decorators.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import KwargDefinition
+
+from backend.models import (
+    JOB_EVENTS,
+    CatalogueFile,
+    ErrorBody,
+    HealthBody,
+    JobStatus,
+    ProgressEvent,
+)
+
+JOB_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
+DOWNLOAD_URL = (
+    "http://127.0.0.1:9000/downloads/archives/3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f.zip"
+    "?response-content-disposition=attachment%3B%20filename%3D%22longhaul-3f2b8c1e.zip%22"
+    "&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature=…"
+)
+_URLS = {
+    "status_url": f"/v1/download/status/{JOB_ID}",
+    "events_url": f"/v1/download/subscribe/{JOB_ID}",
+}
+_FIGURES = {"total_files": 2, "bytes_total": 9437184, "max_attempts": 4}
+
+QUEUED: dict[str, Any] = {
+    "job_id": JOB_ID,
+    "status": "queued",
+    "progress": 0,
+    "processed_files": 0,
+    "bytes_processed": 0,
+    "attempt": 0,
+    "created_at": 1795917627.1,
+    **_FIGURES,
+    **_URLS,
+}
+PROCESSING = QUEUED | {
+    "status": "processing",
+    "progress": 42,
+    "processed_files": 1,
+    "bytes_processed": 3963617,
+    "attempt": 1,
+    "started_at": 1795917627.3,
+}
+RETRYING = PROCESSING | {"attempt": 2, "last_error": "S3 unavailable: connection refused"}
+READY = PROCESSING | {
+    "status": "ready",
+    "progress": 100,
+    "processed_files": 2,
+    "bytes_processed": 9437184,
+    "finished_at": 1795917631.8,
+    "expires_at": 1795921231.8,
+    "archive_expires_at": 1796004031.8,
+    "download_url": DOWNLOAD_URL,
+}
+FAILED = PROCESSING | {
+    "status": "failed",
+    "attempt": 4,
+    "error": "S3 unavailable: connection refused",
+    "last_error": "S3 unavailable: connection refused",
+    "finished_at": 1795917640.2,
+}
+CANCELLED = PROCESSING | {"status": "cancelled", "finished_at": 1795917629.0}
+
+
+def _examples(*pairs: tuple[str, Any]) -> list[Example]:
+    return [Example(summary=name, value=value) for name, value in pairs]
+
+
+def status_response(description: str, *states: str) -> ResponseSpec:
+    """A JobStatus answer, with an example of the job in each of `states`."""
+    known = {
+        "queued": QUEUED,
+        "processing": PROCESSING,
+        "retrying": RETRYING,
+        "ready": READY,
+        "failed": FAILED,
+        "cancelled": CANCELLED,
+    }
+    return ResponseSpec(
+        JobStatus,
+        description=description,
+        generate_examples=False,
+        examples=_examples(*((state, known[state]) for state in states)),
+    )
+
+
+_ERROR_EXAMPLES: dict[int, tuple[str, Any]] = {
+    400: ("file_ids: duplicate ids [10001]", [{"key": "file_ids", "message": "duplicate ids"}]),
+    401: ("Authorization: invalid bearer token (Signature has expired)", None),
+    404: (f"no job with id '{JOB_ID}'", None),
+    409: (f"job {JOB_ID} is already ready", {"status": "ready"}),
+    413: ("request body is too large", None),
+    415: ("Content-Type must be application/json, got 'text/plain'", None),
+    422: ("Idempotency-Key 'k-1' was already used with a different request body", None),
+    429: ("rate limit exceeded: 600 requests per minute; retry in 12 s", None),
+    503: ("the job store (Redis) is unavailable; try again shortly", None),
+}
+
+
+def error_response(status_code: int, description: str) -> ResponseSpec:
+    """An ErrorBody answer with an example of the sentence it carries."""
+    detail, extra = _ERROR_EXAMPLES[status_code]
+    body: dict[str, Any] = {"status_code": status_code, "detail": detail}
+    if extra is not None:
+        body["extra"] = extra
+    return ResponseSpec(
+        ErrorBody,
+        description=description,
+        generate_examples=False,
+        examples=_examples((f"error {status_code}", body)),
+    )
+
+
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inlined(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {key: _inlined(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inlined(item, defs) for item in node]
+    return node
+
+
+def _event_data_schema() -> dict[str, Any]:
+    """The events' data schemas, inlined: `contentSchema` is read on its own. anyOf, not
+    oneOf: a `retrying` event's data also fits `ProgressEvent`; the event name tells them apart."""
+    kinds = list(dict.fromkeys(JOB_EVENTS.values()))
+    schemas, defs = msgspec.json.schema_components(kinds)
+    return {"anyOf": [_inlined(schema, defs) for schema in schemas]}
+
+
+# A dataclass, not a Struct: it is only documented, never decoded. As OpenAPI 3.2 (and
+# Schemathesis) read an event stream's schema: one object per event, `data` a JSON string.
+@dataclass
+class EventFrame:
+    """One event of the stream: `id:`, `event:` and `data:` lines; `data` is JSON.
+
+    The stream opens with a comment and `retry: 2000`, sends `: ping` comments while idle,
+    and closes after a terminal event (`completed`, `failed`, `cancelled`, `expired`).
+    """
+
+    id: Annotated[
+        str, KwargDefinition(description="Redis stream id; send it back as Last-Event-ID")
+    ]
+    event: Literal["progress", "retrying", "completed", "failed", "cancelled", "expired"]
+    data: Annotated[
+        str,
+        KwargDefinition(
+            schema_extra={
+                "contentMediaType": "application/json",
+                "contentSchema": _event_data_schema(),
+            }
+        ),
+    ]
+
+
+def _frame(event_id: str, event: str, data: dict[str, Any]) -> str:
+    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+_PROGRESS = {k: PROCESSING[k] for k in ProgressEvent.__struct_fields__}
+_STREAM_OPEN = ": stream open\nretry: 2000\n\n"
+_SUCCESS_STREAM = (
+    _STREAM_OPEN
+    + _frame("1795917627124-0", "progress", {k: QUEUED[k] for k in _PROGRESS})
+    + _frame("1795917629391-0", "progress", _PROGRESS)
+    + ": ping\n\n"
+    + _frame(
+        "1795917631802-0",
+        "completed",
+        {
+            "download_url": DOWNLOAD_URL,
+            "archive_size": 9437512,
+            "total_files": 2,
+            "skipped_file_ids": [],
+        },
+    )
+)
+_RETRY_STREAM = (
+    _STREAM_OPEN
+    + _frame(
+        "1795917628010-0",
+        "retrying",
+        _PROGRESS | {"error": "S3 unavailable: connection refused", "retry_in": 1.0},
+    )
+    + _frame(
+        "1795917640200-0", "failed", {"error": "S3 unavailable: connection refused", "attempt": 4}
+    )
+)
+_CANCEL_STREAM = _STREAM_OPEN + _frame("1795917629000-0", "cancelled", {"status": "cancelled"})
+
+EVENTS_TABLE = "\n".join(
+    f"| `{name}` | `{schema.__name__}` | {(schema.__doc__ or '').split('`: ', 1)[-1].strip()} |"
+    for name, schema in JOB_EVENTS.items()
+)
+EVENT_STREAM = ResponseSpec(
+    EventFrame,
+    media_type="text/event-stream",
+    generate_examples=False,
+    description="`text/event-stream`; each event's `data:` is JSON:\n\n"
+    "| event | data | meaning |\n| --- | --- | --- |\n" + EVENTS_TABLE,
+    examples=_examples(
+        ("progress then completed", _SUCCESS_STREAM),
+        ("retried, then failed", _RETRY_STREAM),
+        ("cancelled", _CANCEL_STREAM),
+    ),
+)
+
+FILES = ResponseSpec(
+    list[CatalogueFile],
+    description="Every file a job can ask for: `file_id`, `name` in the archive, `size` in bytes.",
+    generate_examples=False,
+    examples=_examples(
+        (
+            "catalogue",
+            [
+                {"file_id": 10001, "name": "annual-report-2025.pdf", "size": 6291456},
+                {"file_id": 10003, "name": "customer-export.csv", "size": 3145728},
+            ],
+        )
+    ),
+)
+HEALTHY = ResponseSpec(
+    HealthBody,
+    description="Every dependency answers.",
+    generate_examples=False,
+    examples=_examples(
+        ("healthy", {"status": "healthy", "checks": {"api": "ok", "redis": "ok", "storage": "ok"}})
+    ),
+)
+UNHEALTHY = ResponseSpec(
+    HealthBody,
+    description="A dependency is down; `checks` says which.",
+    generate_examples=False,
+    examples=_examples(
+        (
+            "storage down",
+            {"status": "unhealthy", "checks": {"api": "ok", "redis": "ok", "storage": "error"}},
+        )
+    ),
+)
