@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend import tracing
 from backend.logs import configure_logging
 from backend.settings import load_settings
 
@@ -26,6 +27,7 @@ def run_api() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    tracing.configure("longhaul-api")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -42,6 +44,7 @@ def run_worker() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    tracing.configure("longhaul-worker")
     serve(settings)
 
 

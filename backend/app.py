@@ -12,12 +12,14 @@ from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.template.base import csrf_token
 
+from backend import tracing
 from backend.api.deps import (
     provide_client,
     provide_hub,
@@ -31,6 +33,7 @@ from backend.api.health import health
 from backend.events import EventHub
 from backend.pages import page_routes
 from backend.ratelimit import rate_limit_middleware
+from backend.requestid import request_id_middleware
 from backend.security import security_headers_middleware
 from backend.services import Services
 from backend.settings import Settings, load_settings
@@ -101,8 +104,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "client": Provide(provide_client, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        # OpenTelemetry's ASGI middleware, outside every other one; none when tracing is off.
+        plugins=tracing.asgi_plugins(),
+        # Keep the JSON root handler of logs.py: by default Litestar replaces it with its own
+        # plain-text one, and its own logger's lines should be JSON too.
+        logging_config=LoggingConfig(
+            configure_root_logger=False,
+            loggers={"litestar": {"level": "INFO", "handlers": [], "propagate": True}},
+        ),
         # Outermost first: every response gets security headers, even a 429.
-        middleware=[security_headers_middleware, rate_limit_middleware],
+        middleware=[request_id_middleware, security_headers_middleware, rate_limit_middleware],
         cors_config=_cors(settings),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,

@@ -16,9 +16,14 @@ from pathlib import PurePosixPath
 from stat import S_IFREG
 
 import aiohttp
+from miniopy_async.datatypes import MultipartUploader
 from miniopy_async.error import S3Error
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import Status, StatusCode
 from stream_zip import ZIP_64, async_stream_zip
 
+from backend import tracing
 from backend.storage import SourceObject, Storage, StorageError
 
 _EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
@@ -94,10 +99,11 @@ async def build_archive(
     """
     progress = ArchiveProgress()
     throttle = Throttle(throttle_bytes_per_second)
+    parent = otel_context.get_current()
 
     async def member_bytes(source: SourceObject) -> AsyncIterator[bytes]:
         progress.current_file = source.name
-        async for chunk in storage.read(source.key):
+        async for chunk in _traced_file(storage.read(source.key), source, parent):
             await throttle.pace(len(chunk))
             progress.bytes_done += len(chunk)
             await on_progress(progress)
@@ -124,18 +130,47 @@ async def build_archive(
             size += len(chunk)
             if len(buffer) >= part_size:
                 part_number += 1
-                await uploader.upload_part(bytes(buffer), part_number)
+                await _upload_part(uploader, bytes(buffer), part_number)
                 buffer.clear()
         if buffer or part_number == 0:
             part_number += 1
-            await uploader.upload_part(bytes(buffer), part_number)
-        await uploader.complete()
+            await _upload_part(uploader, bytes(buffer), part_number)
+        with tracing.tracer().start_as_current_span("s3.complete_upload"):
+            await uploader.complete()
     except BaseException as exc:
         await asyncio.shield(_abort_quietly(uploader))
         if isinstance(exc, S3Error | aiohttp.ClientError | OSError | TimeoutError):
             raise StorageError(f"cannot write archive {key!r}: {exc}") from exc
         raise
     return size
+
+
+async def _traced_file(
+    chunks: AsyncIterator[bytes], source: SourceObject, parent: Context
+) -> AsyncIterator[bytes]:
+    """The chunks of one source object, inside one span that covers its S3 GET."""
+    # Started but not made current: stream-zip resumes this generator from a new task for
+    # every chunk, and a context attached in one task cannot be detached in another.
+    span = tracing.tracer().start_span(
+        "archive.file",
+        context=parent,
+        attributes={"longhaul.file_id": source.file_id, "s3.key": source.key, "size": source.size},
+    )
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        span.end()
+
+
+async def _upload_part(uploader: MultipartUploader, data: bytes, number: int) -> None:
+    attributes = {"s3.part_number": number, "size": len(data)}
+    with tracing.tracer().start_as_current_span("s3.upload_part", attributes=attributes):
+        await uploader.upload_part(data, number)
 
 
 async def _abort_quietly(uploader: object) -> None:

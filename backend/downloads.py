@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from arq.constants import abort_jobs_ss
 
+from backend import tracing
 from backend.events import EventHub
 from backend.jobs import terminal_event_for
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
@@ -107,6 +108,8 @@ async def start_job(
         total_files=len(file_ids),
         max_attempts=services.settings.max_attempts,
         created_at=time.time(),
+        # The worker continues this request's trace in every attempt.
+        trace_context=tracing.inject(),
     )
     await services.store.create(record)
     if client is not None:

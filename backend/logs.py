@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+from opentelemetry import trace
+
+# uvicorn adds `color_message`, an ANSI-coloured copy of the message.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+# Set per request (requestid.py) and per job run (worker.py); every line logged inside says so.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+JOB_ID: ContextVar[str | None] = ContextVar("job_id", default=None)
+
+
+@contextlib.contextmanager
+def bind_job(job_id: str) -> Iterator[None]:
+    """Lines logged inside carry `job_id`."""
+    token = JOB_ID.set(job_id)
+    try:
+        yield
+    finally:
+        JOB_ID.reset(token)
+
+
+def context_fields() -> dict[str, str]:
+    """request_id, job_id and trace_id of the code running now, where there are any."""
+    fields = {}
+    if (request_id := REQUEST_ID.get()) is not None:
+        fields["request_id"] = request_id
+    if (job_id := JOB_ID.get()) is not None:
+        fields["job_id"] = job_id
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        fields["trace_id"] = format(span_context.trace_id, "032x")
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,6 +55,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **context_fields(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -22,8 +24,10 @@ from arq.worker import Function, Worker, func
 from miniopy_async.error import S3Error
 from redis.exceptions import RedisError
 
+from backend import tracing
 from backend.archive import ArchiveProgress, build_archive
 from backend.jobs import progress_payload
+from backend.logs import bind_job
 from backend.models import JobRecord, JobState
 from backend.services import Services
 from backend.settings import Settings, load_settings
@@ -58,6 +62,12 @@ async def build_archive_job(ctx: dict[str, Any], job_id: str) -> str:
     if record.status.is_terminal:
         return record.status.value
     attempt = int(ctx.get("job_try", 1))
+    # Every attempt continues the trace of the request that started the job.
+    with bind_job(job_id), tracing.job_attempt_span(job_id, attempt, record.trace_context):
+        return await _attempt(services, record, attempt)
+
+
+async def _attempt(services: Services, record: JobRecord, attempt: int) -> str:
     deadline = asyncio.timeout(services.settings.job_timeout_seconds)
     try:
         async with deadline:
@@ -78,7 +88,7 @@ async def build_archive_job(ctx: dict[str, Any], job_id: str) -> str:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        logger.exception("job %s failed with an unexpected error", job_id)
+        logger.exception("job %s failed with an unexpected error", record.job_id)
         await _fail(services, record, f"internal error: {type(exc).__name__}: {exc}")
         return JobState.FAILED.value
     return record.status.value
@@ -97,7 +107,8 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
         await _fail(services, record, f"gave up after {attempt - 1} interrupted attempts")
         return
 
-    sources, missing = await services.storage.resolve(record.file_ids)
+    with tracing.tracer().start_as_current_span("s3.resolve_sources"):
+        sources, missing = await services.storage.resolve(record.file_ids)
     record.skipped_file_ids = missing
     if not sources:
         await _fail(
@@ -171,6 +182,7 @@ async def _after_transient(
     services: Services, record: JobRecord, attempt: int, exc: BaseException
 ) -> str:
     message = _describe(exc)
+    tracing.failed(message, exc)
     settings = services.settings
     if attempt >= settings.max_attempts:
         await _fail(services, record, message)
@@ -191,6 +203,7 @@ async def _after_transient(
 
 
 async def _fail(services: Services, record: JobRecord, message: str) -> None:
+    tracing.failed(message)
     record.status = JobState.FAILED
     record.error = message
     record.last_error = message
@@ -250,6 +263,13 @@ def job_function(settings: Settings) -> Function:
     )
 
 
+HEARTBEAT_SECONDS = 5
+
+
+def heartbeat_key(settings: Settings) -> str:
+    return f"{settings.queue_name}:worker:{socket.gethostname()}:{os.getpid()}"
+
+
 def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
     """An arq Worker for `settings`; tests pass `burst=True, poll_delay=0`."""
     settings = settings or load_settings()
@@ -264,6 +284,9 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "on_shutdown": _shutdown,
         "ctx": {"settings": settings},
         "allow_abort_jobs": True,
+        # A heartbeat per worker (arq's health check under a key of its own): /ops counts them.
+        "health_check_key": heartbeat_key(settings),
+        "health_check_interval": HEARTBEAT_SECONDS,
         "keep_result": 60,
         "poll_delay": 0.1,
         "handle_signals": True,
