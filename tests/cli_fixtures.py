@@ -197,7 +197,7 @@ class CliStack:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="module", name="cli_stack")
+@pytest.fixture(scope="session", name="cli_stack")
 async def cli_stack_fixture(
     redis_server: devstack.Process, s3_server: devstack.Process, state_dir: Path
 ) -> AsyncIterator[CliStack]:
