@@ -215,6 +215,26 @@ async def test_stream_blocked_by_a_proxy_falls_back_to_polling(
     assert len(polls) >= 3  # several while the throttled job ran
 
 
+async def test_streams_that_bring_nothing_give_way_to_polling(
+    cli_stack: CliStack, tmp_path: Path
+) -> None:
+    # Every stream is cut before its first byte, as by a proxy that drops long requests.
+    silent = cli_stack.api_proxy.arm(Fault("/subscribe/", cut_after=0, times=None))
+    try:
+        out = tmp_path / "after-silence.zip"
+        run = await run_cli(
+            cli_stack.api_url, "download", "3", "--poll-interval", "0.2", "-o", str(out), "--json"
+        )
+    finally:
+        silent.times = 0
+    assert run.code == 0, run.stderr
+    summary = run.json()
+    assert summary["follow"] == {"mode": "poll", "reconnects": 2}
+    assert len(cli_stack.api_proxy.requests_to(f"/subscribe/{summary['job_id']}")) == 3
+    assert "the event stream is not getting through; polling every 0.2 s" in run.stderr
+    assert zip_digests(out.read_bytes()) == expected_digests([3])
+
+
 async def test_corrupted_archive_fails_verification_with_exit_4(
     cli_stack: CliStack, tmp_path: Path
 ) -> None:

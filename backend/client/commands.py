@@ -134,6 +134,7 @@ def _follow_and_fetch(
 ) -> ExitCode:
     bar = output.bar("building")
     follower.on_update = _job_display(bar)
+    follower.on_note = bar.message
     try:
         followed = follower.follow(job_id, use_sse=request.use_sse)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -90,10 +90,17 @@ class Followed:
     reconnects: int = 0
     events: int = 0
     last_event_id: str | None = None
-    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Tally:
+    reconnects: int = 0
+    events: int = 0
+    last_event_id: str | None = None
 
 
 OnUpdate = Callable[[JobView], None]
+OnNote = Callable[[str], None]
 
 
 @dataclass
@@ -103,6 +110,7 @@ class Follower:
 
     api: Api
     on_update: OnUpdate = lambda view: None
+    on_note: OnNote = lambda text: None
     poll_interval: float = 2.0
     max_stream_failures: int = 3
     reconnect_delay: float = 2.0
@@ -111,37 +119,37 @@ class Follower:
 
     def follow(self, job_id: str, use_sse: bool = True) -> Followed:
         view = JobView(job_id)
+        tally = _Tally()
         if use_sse:
-            followed = self._stream(job_id, view)
-            if followed is not None:
-                return followed
-            notes = ["event stream unavailable; polling"]
-        else:
-            notes = []
+            status = self._stream(job_id, view, tally)
+            if status is not None:
+                return Followed(status, "sse", tally.reconnects, tally.events, tally.last_event_id)
+            self.on_note(
+                f"the event stream is not getting through; polling every {self.poll_interval:g} s"
+            )
         status = self._poll(job_id, view)
-        return Followed(status, "poll", notes=notes)
+        return Followed(status, "poll", tally.reconnects, tally.events, tally.last_event_id)
 
-    def _stream(self, job_id: str, view: JobView) -> Followed | None:
-        last_id: str | None = None
-        failures = reconnects = events = 0
+    def _stream(self, job_id: str, view: JobView, tally: _Tally) -> JobStatus | None:
+        """The final status, following the stream; None once SSE is given up."""
+        failures = 0
         delay = self.reconnect_delay
         while failures < self.max_stream_failures:
             try:
-                with self.api.events(job_id, last_id) as source:
+                with self.api.events(job_id, tally.last_event_id) as source:
                     for sse in source.iter_sse():
                         if sse.retry is not None:
                             delay = min(sse.retry / 1000, 30.0)
                         data = _json(sse.data)
                         if data is None:  # the opening frame, a ping, or a torn frame
                             continue
-                        last_id = sse.id or last_id
-                        events += 1
+                        tally.last_event_id = sse.id or tally.last_event_id
+                        tally.events += 1
                         failures = 0
                         view.apply_event(sse.event, data, sse.id)
                         self.on_update(view)
                         if sse.event in TERMINAL_EVENTS:
-                            status = self.api.status(job_id)
-                            return Followed(status, "sse", reconnects, events, last_id)
+                            return self.api.status(job_id)
             except ApiError as exc:
                 if exc.status_code in {400, 401, 403, 404}:
                     raise
@@ -151,8 +159,8 @@ class Follower:
                 pass
             # The stream ended before the job did: reconnect, resuming after the last id.
             failures += 1
-            reconnects += 1
             if failures < self.max_stream_failures:
+                tally.reconnects += 1
                 time.sleep(delay)
         return None
 

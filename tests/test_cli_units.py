@@ -1,0 +1,153 @@
+"""The CLI's pure parts: the progress line, the archive check, how events update the view."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from backend.client.errors import VerificationFailed
+from backend.client.follow import JobView
+from backend.client.progress import ProgressBar, Rate, human_bytes, human_duration
+from backend.client.verify import verify_archive
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def make_zip(path: Path, entries: dict[str, bytes]) -> bytes:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path.read_bytes()
+
+
+def test_progress_line_shows_percent_files_bytes_speed_and_eta() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out, "building", width=10)
+    bar.update(0, 4 * 1024 * 1024, percent=0, files=(0, 3), at=100.0)
+    bar.update(2 * 1024 * 1024, 4 * 1024 * 1024, percent=50, files=(1, 3), at=101.0)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "building [----------]   0%  0/3 files  0 B/4.0 MiB"
+    assert lines[1] == (
+        "building [#####-----]  50%  1/3 files  2.0 MiB/4.0 MiB  2.0 MiB/s  ETA 0:01"
+    )
+
+
+def test_plain_output_writes_a_line_per_ten_percent_not_per_update() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out, "download")
+    for done in range(0, 1001):
+        bar.update(done, 1000)
+    assert len(out.getvalue().splitlines()) == 11  # 0 %, 10 %, … 100 %
+
+
+def test_terminal_output_redraws_one_line_in_place() -> None:
+    out = Terminal()
+    bar = ProgressBar(out, "download")
+    bar.update(500, 1000)
+    bar.message("resuming the download at 500 bytes")
+    bar.update(1000, 1000)
+    bar.close()
+    text = out.getvalue()
+    assert text.startswith("\rdownload [")
+    assert "\r\x1b[Kresuming the download at 500 bytes\n" in text
+    last = text.rsplit("\r", 1)[-1]
+    assert last.startswith("download [########################] 100%  1000 B/1000 B")
+    assert last.endswith("\x1b[K\n")
+
+
+def test_quiet_bar_writes_nothing() -> None:
+    out = Terminal()
+    bar = ProgressBar(out, "download", enabled=False)
+    bar.update(1, 2)
+    bar.message("hello")
+    bar.close()
+    assert out.getvalue() == ""
+
+
+def test_speed_forgets_old_samples_and_restarts() -> None:
+    rate = Rate()
+    rate.add(0, 0.0)
+    rate.add(1000, 1.0)
+    assert rate.per_second() == 1000
+    rate.add(1000, 20.0)  # a stall: the window now only sees the flat part
+    assert rate.per_second() == 0
+    rate.add(10, 21.0)  # a restart from zero drops the history
+    assert rate.per_second() is None
+
+
+def test_human_units() -> None:
+    assert human_bytes(1023) == "1023 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(5 * 1024**4) == "5120.0 GiB"
+    assert human_duration(59.6) == "1:00"
+    assert human_duration(3725) == "1:02:05"
+
+
+def test_events_update_the_view_and_carry_their_server_time() -> None:
+    view = JobView("j")
+    view.apply_event(
+        "progress",
+        {
+            "status": "processing",
+            "progress": 40,
+            "processed_files": 1,
+            "total_files": 3,
+            "bytes_processed": 40,
+            "bytes_total": 100,
+            "attempt": 1,
+            "max_attempts": 4,
+        },
+        "1795917627124-0",
+    )
+    assert (view.status, view.progress, view.processed_files, view.at) == (
+        "processing",
+        40,
+        1,
+        1795917627.124,
+    )
+    view.apply_event(
+        "retrying", {"status": "processing", "attempt": 1, "error": "S3 down", "retry_in": 2.0}
+    )
+    assert (view.error, view.retry_in, view.at) == ("S3 down", 2.0, None)
+    view.apply_event("completed", {"download_url": "http://x", "total_files": 3})
+    assert (view.status, view.progress, view.error) == ("ready", 100, None)
+    view.apply_event("cancelled", {"status": "cancelled"})
+    assert view.status == "cancelled"
+
+
+def test_sound_archive_is_verified(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    make_zip(path, {"a.txt": b"alpha" * 1000, "b.bin": b"\x00" * 10})
+    verified = verify_archive(path, expected_entries=2)
+    assert verified.entries == 2
+    assert verified.size == path.stat().st_size
+    assert len(verified.sha256) == 64
+
+
+def test_flipped_byte_fails_the_crc_check(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    data = bytearray(make_zip(path, {"a.txt": b"alpha" * 1000}))
+    data[100] ^= 0xFF  # inside the stored entry's data
+    path.write_bytes(bytes(data))
+    with pytest.raises(VerificationFailed, match=r"'a\.txt' fails its CRC check"):
+        verify_archive(path)
+
+
+def test_truncated_archive_is_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    path.write_bytes(make_zip(path, {"a.txt": b"alpha" * 1000})[:-30])
+    with pytest.raises(VerificationFailed, match="is not a readable ZIP archive"):
+        verify_archive(path)
+
+
+def test_wrong_entry_count_fails(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    make_zip(path, {"a.txt": b"a"})
+    with pytest.raises(VerificationFailed, match="holds 1 entries, the job reported 2 files"):
+        verify_archive(path, expected_entries=2)
