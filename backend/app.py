@@ -32,6 +32,7 @@ from backend.api.files import list_files
 from backend.api.health import health
 from backend.events import EventHub
 from backend.pages import page_routes
+from backend.pages.ops import ops_page, ops_stats
 from backend.ratelimit import rate_limit_middleware
 from backend.requestid import request_id_middleware
 from backend.security import security_headers_middleware
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             list_files,
             health,
             *page_routes(),
+            ops_page,
+            ops_stats,
             create_static_files_router(
                 path="/static",
                 directories=[FRONTEND / "static"],

@@ -25,9 +25,9 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
-# KEYS: record, stream, owner index, expiry index. ARGV: record json, status, event, data,
-# ttl, channel, job id, mode ("create", "update" or "expire"), created_at score,
-# archive expiry time ("" for none).
+# KEYS: record, stream, owner index, expiry index, index of all jobs (for /ops).
+# ARGV: record json, status, event, data, ttl, channel, job id, mode ("create", "update" or
+# "expire"), created_at score, archive expiry time ("" for none).
 # Returns the new stream id, "" when no event was asked for, or false when refused.
 _SAVE_AND_EMIT = """
 local current = redis.call('GET', KEYS[1])
@@ -55,6 +55,8 @@ end
 if ARGV[8] == 'create' then
   redis.call('ZADD', KEYS[3], ARGV[9], ARGV[7])
   redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[9]) - ttl)
 end
 if ARGV[2] == 'ready' and ARGV[10] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[10], ARGV[7])
@@ -112,6 +114,11 @@ class JobStore:
     @property
     def expiry_key(self) -> str:
         return f"{self.prefix}:expiry"
+
+    @property
+    def index_key(self) -> str:
+        """Every job id by creation time, kept as long as the records (read by ops.py)."""
+        return f"{self.prefix}:jobs"
 
     async def expire(self, record: JobRecord) -> str | None:
         """Move a `ready` job to `expired` (its archive is gone); None if it was not ready."""
@@ -224,6 +231,7 @@ class JobStore:
                 self.stream_key(record.job_id),
                 self.owner_key(record.owner),
                 self.expiry_key,
+                self.index_key,
             ],
             args=[
                 _encoder.encode(record),
