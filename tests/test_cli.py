@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import httpx
+import jwt
 
 from backend import devstack
 from tests.cli_fixtures import (
@@ -89,6 +90,9 @@ async def test_refused_request_exits_2_with_the_api_detail(http: httpx.AsyncClie
         "error": "file_ids: duplicate ids [3] (HTTP 400)",
         "exit_code": 2,
     }
+    bad_token = await run_cli(str(http.base_url), "--token", "not-a-jwt", "status", "0" * 32)
+    assert bad_token.code == 2
+    assert "Authorization: invalid bearer token" in bad_token.stderr
     unknown = await run_cli(str(http.base_url), "status", "0" * 32)
     assert unknown.code == 2
     assert f"no job with id '{'0' * 32}'" in unknown.stderr
@@ -174,7 +178,11 @@ async def test_interrupted_download_resumes_with_a_range_request(
     cli_stack.s3_proxy.arm(Fault("/archives/", cut_after=1024 * 1024))
     out = tmp_path / "ranged.zip"
     asked = [2, 8]
-    run = await run_cli(cli_stack.api_url, "download", *map(str, asked), "-o", str(out), "--json")
+    token = jwt.encode({"sub": "cli-user"}, cli_stack.env["JWT_SECRET"], algorithm="HS256")
+    run = await run_cli(
+        cli_stack.api_url,
+        *("download", *map(str, asked), "-o", str(out), "--json", "--token", token),
+    )
     assert run.code == 0, run.stderr
     summary = run.json()
     assert summary["resumes"] == 1
@@ -185,6 +193,10 @@ async def test_interrupted_download_resumes_with_a_range_request(
     assert "range" not in gets[0].headers
     head_size = gets[0].response.index(b"\r\n\r\n") + 4
     assert gets[1].headers["range"] == f"bytes={1024 * 1024 - head_size}-"
+    # The token is the API's business: it never travels to the storage server.
+    assert all("authorization" not in g.headers for g in gets)
+    job = cli_stack.api_proxy.requests_to("/v1/download/async")[-1]
+    assert job.headers["authorization"] == f"Bearer {token}"
     assert "resuming the download" in run.stderr
 
 
