@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,11 +17,19 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from playwright.async_api import async_playwright, expect
 
 from backend import devstack
 from backend.jobs import parse_event_id
 from backend.settings import load_settings
 from backend.storage import Storage
+from e2e.journey import (
+    archive_digests,
+    download_archive,
+    download_files,
+    expected_digests,
+    wait_for_state,
+)
 from tests.helpers import fetch, start, wait_for_status, zip_digests
 from tests.nginx_fixtures import AccessEntry, Nginx, SlowUpstream, start_nginx
 from tests.stack import CATALOGUE_BY_ID, env_for, seed_catalogue
@@ -30,6 +39,16 @@ CUT_TIMEOUT_SECONDS = 2
 THROTTLE_BYTES_PER_SECOND = 512 * 1024
 LONG_JOB = [1, 2, 3]
 APP_CSS = Path(__file__).resolve().parent.parent / "frontend" / "static" / "app.css"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "e2e"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @dataclass
@@ -243,3 +262,106 @@ async def test_a_body_over_the_limit_is_refused_by_nginx_with_json(
     refused = [e for e in entries if e.status == 413]
     assert refused
     assert refused[-1].upstream == "-"
+
+
+async def api_access_line(api: devstack.Process, request_id: str) -> dict[str, object]:
+    """The API process's JSON access line for `request_id`, once written."""
+    assert api.log_path is not None
+    log_path = api.log_path
+
+    async def written() -> dict[str, object]:
+        while True:
+            for line in log_path.read_text(errors="replace").splitlines():
+                if request_id in line and '"longhaul.access"' in line:
+                    entry: dict[str, object] = json.loads(line)
+                    return entry
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(written(), 10)
+
+
+async def test_client_address_comes_through_nginx_and_cannot_be_forged(
+    proxied: ProxiedStack,
+) -> None:
+    # 127.0.0.2 is a loopback address that is not the trusted proxy's (127.0.0.1).
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    forged = {"X-Forwarded-For": "203.0.113.9"}
+    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+        through = await client.get(
+            f"{proxied.nginx.url}/v1/files", headers={**forged, "X-Request-ID": "via-nginx-1"}
+        )
+        direct = await client.get(
+            f"{proxied.apis[0].url}/v1/files", headers={**forged, "X-Request-ID": "direct-1"}
+        )
+    assert through.status_code == direct.status_code == 200
+
+    (entry,) = [
+        e
+        for e in await access_entries_for(proxied.nginx, "/v1/files", 1)
+        if e.request_id == "via-nginx-1"
+    ]
+    served_by = next(api for api in proxied.apis if api.url.endswith(entry.upstream))
+    assert (await api_access_line(served_by, "via-nginx-1"))["client"] == "127.0.0.2"
+    # Straight to the API the forwarded header is not trusted either.
+    assert (await api_access_line(proxied.apis[0], "direct-1"))["client"] == "127.0.0.2"
+
+
+async def test_one_request_id_names_the_request_in_nginx_the_app_and_the_answer(
+    proxied: ProxiedStack, via_nginx: httpx.AsyncClient
+) -> None:
+    sent = await via_nginx.get("/v1/files", headers={"X-Request-ID": "trace-me-42"})
+    assert sent.headers["x-request-id"] == "trace-me-42"
+
+    made = await via_nginx.get("/v1/files")
+    request_id = made.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id  # nginx's $request_id
+    entries = await access_entries_for(proxied.nginx, "/v1/files", 2)
+    entry = next(e for e in entries if e.request_id == request_id)
+    served_by = next(api for api in proxied.apis if api.url.endswith(entry.upstream))
+    line = await api_access_line(served_by, request_id)
+    assert line["request_id"] == request_id
+    assert line["path"] == "/v1/files"
+
+
+# What reached the page by SSE, read back through `window.__sse`.
+RECORD_SSE = """
+window.__sse = [];
+document.addEventListener('htmx:sseMessage', function (evt) {
+  var bar = evt.target.querySelector && evt.target.querySelector('[role=progressbar]');
+  window.__sse.push(bar ? Number(bar.getAttribute('aria-valuenow')) : null);
+});
+"""
+
+
+@pytest.mark.e2e
+async def test_the_browser_flow_through_nginx_completes_live_and_downloads_the_zip(
+    proxied: ProxiedStack,
+) -> None:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(base_url=proxied.nginx.url, accept_downloads=True)
+            await context.add_init_script(RECORD_SSE)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto("/")
+            await expect(page.get_by_test_id("catalogue-row")).to_have_count(len(CATALOGUE_BY_ID))
+            job_id = await download_files(page, LONG_JOB)
+
+            job_card = await wait_for_state(page, job_id, "ready")
+            # Had nginx held the stream back, the page would have fallen back to polling.
+            panel = page.get_by_test_id("downloads-panel")
+            await expect(panel).to_have_attribute("data-live-mode", "sse")
+            values = await page.evaluate("() => window.__sse")
+            assert len({v for v in values if v is not None and 0 < v < 100}) >= 3, values
+            archive = await download_archive(page, job_card)
+            assert archive_digests(archive) == expected_digests(LONG_JOB)
+            assert errors == []
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "through-nginx.png"), full_page=True)
+        finally:
+            await browser.close()
+
+    streams = [e for e in proxied.nginx.access_entries() if e.path.startswith("/events?jobs=")]
+    assert any(job_id in e.path and e.status == 200 for e in streams), streams
