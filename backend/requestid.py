@@ -11,9 +11,10 @@ import logging
 import re
 import time
 import uuid
+from typing import cast
 
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from backend.logs import REQUEST_ID
 
@@ -54,20 +55,21 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            client = scope.get("client")
+            method, path = cast("HTTPScope", scope)["method"], scope["path"]
             # The client address is the one uvicorn took from X-Forwarded-For, and only when
             # the request came from a trusted proxy (FORWARDED_ALLOW_IPS).
+            client = scope.get("client")
             # Health probes and static files would drown the rest at INFO.
-            quiet = scope["path"].startswith(("/health", "/static/"))
+            quiet = path.startswith(("/health", "/static/"))
             access_logger.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d",
-                scope["method"],
-                scope["path"],
+                method,
+                path,
                 status,
                 extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
+                    "method": method,
+                    "path": path,
                     "status": status,
                     "client": client[0] if client else "",
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
