@@ -32,9 +32,10 @@ class Fault:
     """What the proxy does to the responses of requests whose target contains `path`."""
 
     path: str
-    cut_after: int | None = None  # pass this many response bytes, then close the connection
+    # Offsets count bytes of the response body (as sent, so chunk framing included).
+    cut_after: int | None = None  # pass the head and this many body bytes, then hang up
     status: int | None = None  # answer this status itself instead of forwarding
-    corrupt_at: int | None = None  # flip the response byte at this offset
+    corrupt_at: int | None = None  # flip the body byte at this offset
     times: int | None = 1  # how many matching requests it hits (None: all of them)
 
 
@@ -47,6 +48,7 @@ class Exchange:
     headers: dict[str, str]
     fault: Fault | None = None
     response: bytearray = field(default_factory=bytearray)
+    body_start: int | None = None
 
     @property
     def status_code(self) -> int:
@@ -168,20 +170,23 @@ class FaultyProxy:
             exchange = current[-1]
             fault = exchange.fault
             sent = len(exchange.response)
-            if fault is not None and fault.corrupt_at is not None:
-                at = fault.corrupt_at - sent
-                if 0 <= at < len(chunk):
-                    chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1 :]
-            if fault is not None and fault.cut_after is not None:
-                chunk = chunk[: max(0, fault.cut_after - sent)]
+            if exchange.body_start is None:
+                head_end = (exchange.response + chunk).find(_HEAD_END)
+                if head_end >= 0:
+                    exchange.body_start = head_end + len(_HEAD_END)
+            cut_at: int | None = None
+            if fault is not None and exchange.body_start is not None:
+                if fault.corrupt_at is not None:
+                    at = exchange.body_start + fault.corrupt_at - sent
+                    if 0 <= at < len(chunk):
+                        chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1 :]
+                if fault.cut_after is not None:
+                    cut_at = exchange.body_start + fault.cut_after
+                    chunk = chunk[: max(0, cut_at - sent)]
             exchange.response += chunk
             client_w.write(chunk)
             await client_w.drain()
-            if (
-                fault is not None
-                and fault.cut_after is not None
-                and len(exchange.response) >= (fault.cut_after)
-            ):
+            if cut_at is not None and len(exchange.response) >= cut_at:
                 return  # the connection is closed on the way out: a dropped transfer
 
 

@@ -151,7 +151,7 @@ async def test_dropped_stream_resumes_with_last_event_id(
     cli_stack: CliStack, tmp_path: Path
 ) -> None:
     # The first event stream is cut after its first few events, mid-job.
-    cli_stack.api_proxy.arm(Fault("/subscribe/", cut_after=900))
+    cli_stack.api_proxy.arm(Fault("/subscribe/", cut_after=600))
     out = tmp_path / "resumed.zip"
     asked = [8, 2, 3, 5]
     run = await run_cli(cli_stack.api_url, "download", *map(str, asked), "-o", str(out), "--json")
@@ -191,8 +191,7 @@ async def test_interrupted_download_resumes_with_a_range_request(
     gets = cli_stack.s3_proxy.requests_to(f"/archives/{summary['job_id']}.zip")
     assert [g.status_code for g in gets] == [200, 206]
     assert "range" not in gets[0].headers
-    head_size = gets[0].response.index(b"\r\n\r\n") + 4
-    assert gets[1].headers["range"] == f"bytes={1024 * 1024 - head_size}-"
+    assert gets[1].headers["range"] == f"bytes={1024 * 1024}-"
     # The token is the API's business: it never travels to the storage server.
     assert all("authorization" not in g.headers for g in gets)
     job = cli_stack.api_proxy.requests_to("/v1/download/async")[-1]
@@ -230,7 +229,7 @@ async def test_stream_blocked_by_a_proxy_falls_back_to_polling(
 async def test_streams_that_bring_nothing_give_way_to_polling(
     cli_stack: CliStack, tmp_path: Path
 ) -> None:
-    # Every stream is cut before its first byte, as by a proxy that drops long requests.
+    # Every stream is cut right after its head, as by a proxy that drops long requests.
     silent = cli_stack.api_proxy.arm(Fault("/subscribe/", cut_after=0, times=None))
     try:
         out = tmp_path / "after-silence.zip"
