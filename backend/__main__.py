@@ -34,6 +34,8 @@ def run_api() -> None:
         port=settings.port,
         log_config=None,
         proxy_headers=True,
+        # nginx's address, and only it: X-Forwarded-For from anyone else is ignored, so client
+        # addresses in logs and rate limits cannot be forged (nginx/longhaul.conf.template).
         forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         timeout_graceful_shutdown=3,
     )
