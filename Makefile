@@ -39,8 +39,8 @@ e2e: install
 	$(PY) -m pytest e2e
 
 lint: install
-	$(VENV)/bin/ruff check backend tests e2e
-	$(VENV)/bin/ruff format --check backend tests e2e
+	$(VENV)/bin/ruff check backend tests e2e bench
+	$(VENV)/bin/ruff format --check backend tests e2e bench
 
 format: install
 	$(VENV)/bin/ruff format backend tests e2e

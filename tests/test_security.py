@@ -43,7 +43,10 @@ async def test_bad_tokens_are_401_naming_the_problem(http: httpx.AsyncClient) ->
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer"),
         ({"Authorization": "Bearer"}, "Bearer"),
         ({"Authorization": "Bearer not.a.jwt"}, "invalid bearer token"),
-        (token("alice", secret="someone-elses-secret-of-32-bytes-or-more"), "Signature verification failed"),
+        (
+            token("alice", secret="someone-elses-secret-of-32-bytes-or-more"),
+            "Signature verification failed",
+        ),
         (
             {"Authorization": "Bearer " + jwt.encode({"x": 1}, SECRET, algorithm="HS256")},
             "sub",
