@@ -43,8 +43,8 @@ lint: install
 	$(VENV)/bin/ruff format --check backend tests e2e bench
 
 format: install
-	$(VENV)/bin/ruff format backend tests e2e
-	$(VENV)/bin/ruff check --fix backend tests e2e
+	$(VENV)/bin/ruff format backend tests e2e bench
+	$(VENV)/bin/ruff check --fix backend tests e2e bench
 
 typecheck: install
 	$(VENV)/bin/mypy backend
