@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from redis.asyncio import Redis
+
 from bench.loadgen import build_request, client_address, open_loop
 from bench.report import Result, Table, ms
 from bench.stack import Stack, cpu_seconds
@@ -41,10 +43,15 @@ def _requests(host: str, run: int) -> dict[str, Callable[[int], bytes]]:
     }
 
 
+async def _redis_commands(redis: Redis) -> int:
+    return int((await redis.info("stats"))["total_commands_processed"])
+
+
 async def run(stack: Stack, quick: bool) -> Result:
     rates = QUICK_RATES if quick else FULL_RATES
     duration = 2.0 if quick else 10.0
     api = stack.api(stack.env("bench-enqueue"))
+    redis = Redis.from_url(stack.redis.url)
     url = urlsplit(api.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
 
@@ -71,10 +78,13 @@ async def run(stack: Stack, quick: bool) -> Result:
         for route, make in _requests(url.netloc, run_number).items():
             await asyncio.sleep(1)  # let the previous row's stragglers drain
             cpu_before = cpu_seconds(api)
+            commands_before = await _redis_commands(redis)
             label = f"enqueue-{route.split()[0].lower()}-{route.split('/')[-1]}-{rate}"
             with stack.profiler.record(api, label):
                 outcome = await open_loop(host, port, make, rate=rate, duration=duration)
             cpu = (cpu_seconds(api) - cpu_before) / outcome.elapsed
+            # The count includes our own INFO call, and requests that timed out still ran.
+            commands = (await _redis_commands(redis) - commands_before - 1) / outcome.sent
             errors = ", ".join(f"{k} ×{v}" for k, v in outcome.errors.items()) or "0"
             table.add(
                 route,
@@ -86,6 +96,7 @@ async def run(stack: Stack, quick: bool) -> Result:
                 ms(max(outcome.latencies, default=float("nan"))),
                 errors,
                 f"{cpu:.0%}",
+                f"{commands:.1f}",
             )
             if route.startswith("POST"):
                 post_p99[rate] = outcome.p(99)
@@ -93,6 +104,7 @@ async def run(stack: Stack, quick: bool) -> Result:
                 if outcome.error_count:
                     post_max[rate] = float("inf")
     stack.stop(api)
+    await redis.aclose()
 
     result = Result("enqueue", "1. Enqueue latency (one API process)")
     result.tables.append(
