@@ -70,6 +70,7 @@ async def run(stack: Stack, quick: bool) -> Result:
             "max ms",
             "errors",
             "API CPU",
+            "Redis cmds/req",
         ]
     )
     post_p99: dict[int, float] = {}

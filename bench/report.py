@@ -33,6 +33,8 @@ class Table:
     rows: list[list[str]] = field(default_factory=list)
 
     def add(self, *cells: object) -> None:
+        if len(cells) != len(self.headers):
+            raise ValueError(f"row of {len(cells)} cells for {len(self.headers)} columns")
         self.rows.append([str(c) for c in cells])
 
     def markdown(self) -> str:
