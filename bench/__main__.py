@@ -27,7 +27,8 @@ PREAMBLE = """
 Each section starts the real processes (`backend.devstack`: redis-server, moto's S3 server,
 `python -m backend api`, `python -m backend worker`) on loopback and drives them from the bench
 process. Figures are percentiles and ratios taken side by side within the same run: absolute
-numbers move with whatever else the machine is doing, the comparisons much less.
+numbers move with whatever else the machine is doing, the comparisons much less. The bench
+process (load generator, SSE clients) runs on the same cores as what it measures.
 
 Rerun with `make bench` (full, writes this file) or `python -m bench --quick` (seconds, what CI
 runs to keep the scripts working); `--only NAME` runs one section
@@ -78,7 +79,8 @@ def cli(argv: list[str] | None = None) -> int:
         target = ROOT / "BENCHMARKS.md"
     if target is not None:
         command = "python -m bench" + (" --quick" if args.quick else "")
-        write_markdown(target, results, command, PREAMBLE)
+        findings = Path(__file__).with_name("FINDINGS.md")
+        write_markdown(target, results, command, PREAMBLE, findings.read_text())
         print(f"\nwrote {target}")
     return 0
 

@@ -105,7 +105,9 @@ def machine() -> str:
     )
 
 
-def write_markdown(path: Path, results: list[Result], command: str, preamble: str) -> None:
+def write_markdown(
+    path: Path, results: list[Result], command: str, preamble: str, appendix: str = ""
+) -> None:
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = [
         "# Benchmarks",
@@ -115,4 +117,5 @@ def write_markdown(path: Path, results: list[Result], command: str, preamble: st
         preamble.strip(),
         "",
     ]
-    path.write_text("\n".join(head) + "\n" + "\n".join(r.markdown() for r in results))
+    body = "\n".join(r.markdown() for r in results)
+    path.write_text("\n".join(head) + "\n" + body + ("\n" + appendix if appendix else ""))
