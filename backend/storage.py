@@ -21,6 +21,8 @@ from backend.models import CatalogueFile
 from backend.settings import Settings
 
 READ_CHUNK = 256 * 1024
+# Up to this many ids, a job looks each up by prefix; beyond it one full listing is cheaper.
+PER_FILE_LOOKUP_LIMIT = 32
 
 
 class StorageError(Exception):
@@ -107,11 +109,13 @@ class Storage:
         except Exception:
             return False
 
-    async def catalogue(self) -> list[SourceObject]:
-        """Every file of the source bucket, ordered by id."""
+    async def catalogue(self, prefix: str | None = None) -> list[SourceObject]:
+        """Every file of the source bucket (under `prefix`, if given), ordered by id."""
         found: list[SourceObject] = []
         try:
-            async for obj in self.client.list_objects(self.source_bucket, recursive=True):
+            async for obj in self.client.list_objects(
+                self.source_bucket, prefix=prefix, recursive=True
+            ):
                 parsed = parse_catalogue_key(obj.object_name or "")
                 if parsed is None or obj.is_dir:
                     continue
@@ -132,12 +136,19 @@ class Storage:
 
     async def resolve(self, file_ids: Iterable[int]) -> tuple[list[SourceObject], list[int]]:
         """The catalogue files for `file_ids` in the order asked, and the ids not found."""
+        wanted = list(file_ids)
         by_id: dict[int, SourceObject] = {}
-        for item in await self.catalogue():
+        if len(wanted) <= PER_FILE_LOOKUP_LIMIT:
+            # A few ids: one small listing each, so the cost does not grow with the catalogue.
+            listings = await asyncio.gather(*(self.catalogue(f"{i}/") for i in wanted))
+            items = [item for listing in listings for item in listing]
+        else:
+            items = await self.catalogue()
+        for item in items:
             by_id.setdefault(item.file_id, item)
         found: list[SourceObject] = []
         missing: list[int] = []
-        for file_id in file_ids:
+        for file_id in wanted:
             match = by_id.get(file_id)
             if match is None:
                 missing.append(file_id)

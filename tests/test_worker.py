@@ -240,3 +240,18 @@ async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
     events = await services.store.events_after(record.job_id)
     assert [e.event for e in events[-2:]] == ["completed", "expired"]
     assert await sweep_expired_archives(services) == 0
+
+
+async def test_many_ids_resolve_through_one_listing_with_the_same_result(
+    services: Services,
+) -> None:
+    from backend.storage import PER_FILE_LOOKUP_LIMIT
+
+    few = [3, 999, 1]
+    many = [*few, *range(10_000, 10_000 + PER_FILE_LOOKUP_LIMIT)]
+    found_few, missing_few = await services.storage.resolve(few)
+    found_many, missing_many = await services.storage.resolve(many)
+    assert [f.file_id for f in found_few] == [3, 1]
+    assert found_many == found_few
+    assert missing_few == [999]
+    assert missing_many == [999, *range(10_000, 10_000 + PER_FILE_LOOKUP_LIMIT)]
