@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,12 +124,18 @@ async def follow(client: httpx.AsyncClient, job_id: str) -> tuple[float, list[Ar
     return opened, arrivals
 
 
-async def access_entries_for(nginx: Nginx, path: str, count: int) -> list[AccessEntry]:
-    """The access log's entries for `path`, once `count` of them are written."""
+async def logged(
+    nginx: Nginx, where: Callable[[AccessEntry], bool], count: int = 1
+) -> list[AccessEntry]:
+    """The access log's entries matching `where`, once `count` of them are written.
+
+    nginx writes a line when it finalizes the request, which may be after the client has
+    read the whole answer.
+    """
 
     async def written() -> list[AccessEntry]:
         while True:
-            entries = [e for e in nginx.access_entries() if e.path == path]
+            entries = [e for e in nginx.access_entries() if where(e)]
             if len(entries) >= count:
                 return entries
             await asyncio.sleep(0.05)
@@ -181,7 +187,8 @@ async def test_clients_on_either_api_process_see_the_workers_events(
     for opened, arrivals in followed:
         assert arrivals[-1].event == "completed"
         assert any(a.event == "progress" and a.written >= opened for a in arrivals), arrivals
-    entries = await access_entries_for(proxied.nginx, f"/v1/download/subscribe/{job_id}", 4)
+    path = f"/v1/download/subscribe/{job_id}"
+    entries = await logged(proxied.nginx, lambda e: e.path == path, 4)
     served_by = {entry.upstream for entry in entries}
     assert served_by == {api.url.split("://", 1)[1] for api in proxied.apis}
 
@@ -226,7 +233,7 @@ async def test_static_files_come_from_nginx_with_caching_headers_and_gzip(
     assert "etag" in response.headers or "last-modified" in response.headers
     assert response.text == APP_CSS.read_text()
 
-    entries = await access_entries_for(proxied.nginx, "/static/app.css", 1)
+    entries = await logged(proxied.nginx, lambda e: e.path == "/static/app.css")
     assert entries[-1].upstream == "-"
 
 
@@ -258,10 +265,10 @@ async def test_a_body_over_the_limit_is_refused_by_nginx_with_json(
     )
     assert response.status_code == 413
     assert response.json() == {"status_code": 413, "detail": "request body: at most 64 KiB"}
-    entries = await access_entries_for(proxied.nginx, "/v1/download/async", 1)
-    refused = [e for e in entries if e.status == 413]
-    assert refused
-    assert refused[-1].upstream == "-"
+    (refused,) = await logged(
+        proxied.nginx, lambda e: e.path == "/v1/download/async" and e.status == 413
+    )
+    assert refused.upstream == "-"
 
 
 async def api_access_line(api: devstack.Process, request_id: str) -> dict[str, object]:
@@ -295,11 +302,7 @@ async def test_client_address_comes_through_nginx_and_cannot_be_forged(
         )
     assert through.status_code == direct.status_code == 200
 
-    (entry,) = [
-        e
-        for e in await access_entries_for(proxied.nginx, "/v1/files", 1)
-        if e.request_id == "via-nginx-1"
-    ]
+    (entry,) = await logged(proxied.nginx, lambda e: e.request_id == "via-nginx-1")
     served_by = next(api for api in proxied.apis if api.url.endswith(entry.upstream))
     assert (await api_access_line(served_by, "via-nginx-1"))["client"] == "127.0.0.2"
     # Straight to the API the forwarded header is not trusted either.
@@ -315,8 +318,8 @@ async def test_one_request_id_names_the_request_in_nginx_the_app_and_the_answer(
     made = await via_nginx.get("/v1/files")
     request_id = made.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id  # nginx's $request_id
-    entries = await access_entries_for(proxied.nginx, "/v1/files", 2)
-    entry = next(e for e in entries if e.request_id == request_id)
+    (entry,) = await logged(proxied.nginx, lambda e: e.request_id == request_id)
+    assert entry.path == "/v1/files"
     served_by = next(api for api in proxied.apis if api.url.endswith(entry.upstream))
     line = await api_access_line(served_by, request_id)
     assert line["request_id"] == request_id
@@ -363,5 +366,8 @@ async def test_the_browser_flow_through_nginx_completes_live_and_downloads_the_z
         finally:
             await browser.close()
 
-    streams = [e for e in proxied.nginx.access_entries() if e.path.startswith("/events?jobs=")]
-    assert any(job_id in e.path and e.status == 200 for e in streams), streams
+    # The page's event stream went through nginx (its line is written once the stream ends).
+    streams = await logged(
+        proxied.nginx, lambda e: e.path.startswith("/events?jobs=") and job_id in e.path
+    )
+    assert streams[0].status == 200

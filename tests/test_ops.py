@@ -92,7 +92,9 @@ async def test_stats_show_queue_states_failures_and_live_workers(
 ) -> None:
     ready = await start_job(services, [5], "public")
     failed = await start_job(services, [999_999], "public")
-    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False)
+    worker = create_worker(
+        settings, burst=True, poll_delay=0.05, handle_signals=False, cron_jobs=[]
+    )
     try:
         await asyncio.wait_for(worker.async_run(), 60)
     finally:
@@ -116,7 +118,7 @@ async def test_stats_show_queue_states_failures_and_live_workers(
     assert ready.job_id[:8] not in {f.job_ref for f in stats.failures}
     assert queued.job_id[:8] not in {f.job_ref for f in stats.failures}
 
-    serving = create_worker(settings, poll_delay=0.05, handle_signals=False)
+    serving = create_worker(settings, poll_delay=0.05, handle_signals=False, cron_jobs=[])
     running = asyncio.create_task(serving.async_run())
     try:
         live = await eventually(lambda: ops.gather_stats(services), lambda s: s.workers == 1)

@@ -44,7 +44,10 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 async def run_worker(settings: Settings, **overrides: Any) -> None:
-    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, **overrides)
+    # No cron: the sweeper's job must not take the single job a `max_burst_jobs=1` worker runs.
+    worker = create_worker(
+        settings, burst=True, poll_delay=0.05, handle_signals=False, cron_jobs=[], **overrides
+    )
     try:
         await asyncio.wait_for(worker.async_run(), 60)
     finally:
