@@ -167,7 +167,7 @@ async def test_sse_events_arrive_through_nginx_as_they_happen(
     assert len(progress) >= 5, [a.data for a in arrivals]
     # Buffering would deliver early events late, in one burst at the end.
     lags = [a.arrived - a.written for a in live]
-    assert max(lags) < 1.0, lags
+    assert max(lags) < 2.0, lags  # a held-back event would lag by most of the job (~7 s)
     spread = live[-1].arrived - live[0].arrived
     assert spread > 2 * CUT_TIMEOUT_SECONDS, spread
     distinct_seconds = {int(a.arrived) for a in progress}
