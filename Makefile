@@ -41,6 +41,7 @@ e2e: install
 lint: install
 	$(VENV)/bin/ruff check backend tests e2e bench
 	$(VENV)/bin/ruff format --check backend tests e2e bench
+	$(VENV)/bin/mypy backend
 
 format: install
 	$(VENV)/bin/ruff format backend tests e2e bench
