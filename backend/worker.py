@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from backend import tracing
 from backend.archive import ArchiveProgress, build_archive
+from backend.expiry import sweep_cron
 from backend.jobs import progress_payload
 from backend.logs import bind_job
 from backend.models import JobRecord, JobState
@@ -214,25 +215,6 @@ async def _fail(services: Services, record: JobRecord, message: str) -> None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, StorageError) else f"{type(exc).__name__}: {text}"
-
-
-async def sweep_expired_archives(services: Services) -> int:
-    """Delete archives past ARCHIVE_TTL_SECONDS and mark their jobs `expired`."""
-    swept = 0
-    for job_id in await services.store.due_for_expiry(time.time()):
-        record = await services.store.get(job_id)
-        if record is None or record.status is not JobState.READY:
-            await services.store.forget_expiry(job_id)
-            continue
-        if record.archive_key:
-            await services.storage.delete(record.archive_key)
-        if await services.store.expire(record) is not None:
-            swept += 1
-    return swept
-
-
-async def sweep_cron(ctx: dict[str, Any]) -> int:
-    return await sweep_expired_archives(ctx["services"])
 
 
 async def _startup(ctx: dict[str, Any]) -> None:

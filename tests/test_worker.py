@@ -216,7 +216,7 @@ async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
     services: Services, settings: Settings
 ) -> None:
     from backend.downloads import public_status
-    from backend.worker import sweep_expired_archives
+    from backend.expiry import sweep_expired_archives
 
     short = settings.replace(archive_ttl_seconds=1)
     record = await start_job(services, [5], "public")
