@@ -18,17 +18,8 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from backend import devstack
 from backend.settings import load_settings
 from backend.storage import Storage
-from tests.stack import env_for, seed_catalogue
+from tests.stack import CHROMIUM, CHROMIUM_ARGS, env_for, seed_catalogue
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Slow enough that a 2 MB job shows several progress values, fast enough to keep tests short.
 THROTTLE_BYTES_PER_SECOND = 512 * 1024
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "e2e"

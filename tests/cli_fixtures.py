@@ -18,9 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from backend import devstack
-from backend.settings import load_settings
-from backend.storage import Storage
-from tests.stack import env_for, seed_catalogue
+from tests.stack import env_for, seed_stack
 
 LONGHAUL = Path(sys.executable).with_name("longhaul")
 MIB = 1024 * 1024
@@ -219,12 +217,7 @@ async def cli_stack_fixture(
         THROTTLE_BYTES_PER_SECOND=str(4 * MIB),
         S3_PUBLIC_ENDPOINT=s3_proxy.url,
     )
-    storage = Storage(load_settings(env))
-    await storage.open()
-    try:
-        await seed_catalogue(storage)
-    finally:
-        await storage.close()
+    await seed_stack(env)
     logs = state_dir / "logs"
     api = await asyncio.to_thread(devstack.start_api, env, logs, api_port, "cli-api")
     worker = await asyncio.to_thread(devstack.start_worker, env, logs, "cli-worker")

@@ -101,6 +101,28 @@ def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str,
     return env
 
 
+# Debian's Chromium, as every browser test launches it (never a downloaded browser build).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+async def seed_stack(env: dict[str, str], files: tuple[TestFile, ...] = CATALOGUE) -> None:
+    """Create the buckets of the stack `env` describes and upload the test catalogue."""
+    storage = Storage(load_settings(env))
+    await storage.open()
+    try:
+        await seed_catalogue(storage, files)
+    finally:
+        await storage.close()
+
+
 async def seed_catalogue(storage: Storage, files: tuple[TestFile, ...] = CATALOGUE) -> None:
     await storage.ensure_buckets()
     for item in files:
@@ -117,12 +139,7 @@ async def seed_catalogue(storage: Storage, files: tuple[TestFile, ...] = CATALOG
 async def stack_env(redis_server: devstack.Process, s3_server: devstack.Process) -> dict[str, str]:
     """Env of the session's API and worker processes, with the test catalogue seeded."""
     env = env_for(redis_server.url, s3_server.url, "lh-stack")
-    storage = Storage(load_settings(env))
-    await storage.open()
-    try:
-        await seed_catalogue(storage)
-    finally:
-        await storage.close()
+    await seed_stack(env)
     return env
 
 

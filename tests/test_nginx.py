@@ -21,8 +21,6 @@ from playwright.async_api import async_playwright, expect
 
 from backend import devstack
 from backend.jobs import parse_event_id
-from backend.settings import load_settings
-from backend.storage import Storage
 from e2e.journey import (
     archive_digests,
     download_archive,
@@ -32,7 +30,13 @@ from e2e.journey import (
 )
 from tests.helpers import fetch, start, wait_for_status, zip_digests
 from tests.nginx_fixtures import AccessEntry, Nginx, SlowUpstream, start_nginx
-from tests.stack import CATALOGUE_BY_ID, env_for, seed_catalogue
+from tests.stack import (
+    CATALOGUE_BY_ID,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    env_for,
+    seed_stack,
+)
 
 CUT_TIMEOUT_SECONDS = 2
 # Files 1-3 (~3.9 MB) take ~7.5 s at this rate: several times the cut timeout.
@@ -40,15 +44,6 @@ THROTTLE_BYTES_PER_SECOND = 512 * 1024
 LONG_JOB = [1, 2, 3]
 APP_CSS = Path(__file__).resolve().parent.parent / "frontend" / "static" / "app.css"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "e2e"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass
@@ -69,12 +64,7 @@ async def proxied(
         "lh-nginx",
         THROTTLE_BYTES_PER_SECOND=str(THROTTLE_BYTES_PER_SECOND),
     )
-    storage = Storage(load_settings(env))
-    await storage.open()
-    try:
-        await seed_catalogue(storage)
-    finally:
-        await storage.close()
+    await seed_stack(env)
     log_dir = state_dir / "nginx-logs"
     apis = [devstack.start_api(env, log_dir, name=f"nginx-api-{n}") for n in ("a", "b")]
     worker = devstack.start_worker(env, log_dir, name="nginx-worker")

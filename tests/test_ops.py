@@ -18,16 +18,8 @@ from backend.models import JobRecord, JobState
 from backend.services import Services
 from backend.settings import Settings
 from backend.worker import create_worker
+from tests.stack import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "e2e"
 T = TypeVar("T")
 
