@@ -310,3 +310,24 @@ def test_view_of_an_expired_job_offers_to_build_it_again() -> None:
     view = job_view(record)
     assert view.state_label == "Expired"
     assert "deleted" in view.error_text
+
+
+async def test_a_person_navigating_to_a_bad_page_gets_an_html_error_page(
+    browser: httpx.AsyncClient,
+) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    missing = await browser.get(f"/jobs/{'0' * 32}/download", headers=html)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert 'data-testid="error-page"' in missing.text
+    assert "No job with id" in missing.text
+    # A job of a file that does not exist never becomes ready.
+    job_id = await start_from_form(browser, [424_242])
+    early = await browser.get(f"/jobs/{job_id}/download", headers=html)
+    assert early.status_code == 409
+    assert "only a ready job has an archive" in early.text
+    # The JSON API and htmx swaps keep their JSON bodies whatever the Accept header says.
+    api = await browser.get(f"/v1/download/status/{'0' * 32}", headers=html)
+    assert api.headers["content-type"].startswith("application/json")
+    swap = await browser.get(f"/jobs/{'0' * 32}/live", headers={**html, "HX-Request": "true"})
+    assert swap.json()["status_code"] == 404

@@ -1,4 +1,8 @@
-"""The one place that maps errors to HTTP responses: JSON bodies naming what is wrong."""
+"""The one place that maps errors to HTTP responses: JSON bodies naming what is wrong.
+
+A person who navigated to a page (not the JSON API, not an htmx swap) gets the same sentence
+on an HTML page instead of raw JSON.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
 
@@ -28,6 +33,36 @@ def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
     if extra:
         body["extra"] = extra
     return body
+
+
+def _wants_page(request: Request[Any, Any, Any]) -> bool:
+    return (
+        not request.url.path.startswith(("/v1/", "/health", "/docs", "/static/"))
+        and "text/html" in request.headers.get("accept", "")
+        and "hx-request" not in request.headers
+    )
+
+
+def _answer(
+    request: Request[Any, Any, Any],
+    status_code: int,
+    detail: str,
+    extra: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    if _wants_page(request):
+        return Template(
+            "error.html",
+            context={"status_code": status_code, "detail": detail},
+            status_code=status_code,
+            headers=headers,
+        )
+    return Response(
+        _body(status_code, detail, extra),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
 
 
 def _validation_detail(exc: ValidationException) -> str:
@@ -62,13 +97,7 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
         "Request Entity Too Large",
     }:
         detail = stock(request)
-    headers = dict(exc.headers or {})
-    return Response(
-        _body(exc.status_code, detail, exc.extra),
-        status_code=exc.status_code,
-        media_type=MediaType.JSON,
-        headers=headers,
-    )
+    return _answer(request, exc.status_code, detail, exc.extra, dict(exc.headers or {}))
 
 
 def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -78,21 +107,13 @@ def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
         else "object storage (S3)"
     )
     logger.warning("%s %s: %s unavailable: %s", request.method, request.url.path, which, exc)
-    return Response(
-        _body(503, f"{which} is unavailable; try again shortly"),
-        status_code=HTTP_503_SERVICE_UNAVAILABLE,
-        media_type=MediaType.JSON,
-        headers={"Retry-After": "2"},
-    )
+    detail = f"{which} is unavailable; try again shortly"
+    return _answer(request, HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "2"})
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return Response(
-        _body(500, "internal error"),
-        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
-        media_type=MediaType.JSON,
-    )
+    return _answer(request, HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -108,25 +129,16 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         extra = {"status": exc.record.status.value}
     else:
         status, detail, extra = 503, "the job could not be queued; try again shortly", None
-    return Response(_body(status, detail, extra), status_code=status, media_type=MediaType.JSON)
+    return _answer(request, status, detail, extra)
 
 
 def bad_encoding_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # Litestar lets a non-UTF-8 JSON body escape as UnicodeDecodeError; it is the client's.
-    return Response(
-        _body(400, f"body: JSON is malformed: not valid UTF-8 ({exc})"),
-        status_code=400,
-        media_type=MediaType.JSON,
-    )
+    return _answer(request, 400, f"body: JSON is malformed: not valid UTF-8 ({exc})")
 
 
 def rate_limited_handler(request: Request[Any, Any, Any], exc: RateLimited) -> Response[Any]:
-    return Response(
-        _body(429, str(exc)),
-        status_code=429,
-        media_type=MediaType.JSON,
-        headers={"Retry-After": str(exc.retry_after)},
-    )
+    return _answer(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
