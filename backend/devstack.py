@@ -59,6 +59,22 @@ class Process:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def stack_env(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment of a Longhaul process with its own key prefix, queue and buckets."""
+    return {
+        "REDIS_URL": redis_url,
+        "S3_ENDPOINT": s3_url,
+        "S3_ACCESS_KEY_ID": "longhaul",
+        "S3_SECRET_ACCESS_KEY": "longhaul-secret",
+        "S3_BUCKET_NAME": f"{prefix}-downloads",
+        "S3_SOURCE_BUCKET": f"{prefix}-catalogue",
+        "KEY_PREFIX": prefix,
+        "QUEUE_NAME": f"{prefix}:queue",
+        "THROTTLE_BYTES_PER_SECOND": "0",
+        **extra,
+    }
+
+
 def _spawn(
     name: str,
     argv: list[str],

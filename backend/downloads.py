@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -62,8 +63,7 @@ def check_file_ids(file_ids: list[int], max_files: int) -> None:
     """Rules msgspec cannot express: the per-job maximum and no duplicates."""
     if len(file_ids) > max_files:
         raise InvalidInput("file_ids", f"at most {max_files} ids per job, got {len(file_ids)}")
-    seen: set[int] = set()
-    duplicates = sorted({f for f in file_ids if f in seen or seen.add(f)})  # type: ignore[func-returns-value]
+    duplicates = sorted(f for f, n in Counter(file_ids).items() if n > 1)
     if duplicates:
         raise InvalidInput("file_ids", f"duplicate ids {duplicates}")
 

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from backend.models import JobEvent, JobRecord, JobState
+from backend.models import TERMINAL_STATES, JobEvent, JobRecord, JobState
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
 
@@ -29,7 +29,12 @@ _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 # ARGV: record json, status, event, data, ttl, channel, job id, mode ("create", "update" or
 # "expire"), created_at score, archive expiry time ("" for none).
 # Returns the new stream id, "" when no event was asked for, or false when refused.
-_SAVE_AND_EMIT = """
+_SAVE_AND_EMIT = (
+    # The set of terminal states comes from JobState, so Lua and Python cannot drift apart.
+    "local TERMINAL = {"
+    + ", ".join(f"['{state.value}'] = true" for state in sorted(TERMINAL_STATES))
+    + "}\n"
+    + """
 local current = redis.call('GET', KEYS[1])
 if ARGV[8] == 'create' then
   if current then return false end
@@ -38,8 +43,7 @@ else
   local status = cjson.decode(current)['status']
   if ARGV[8] == 'expire' then
     if status ~= 'ready' then return false end
-  elseif status == 'ready' or status == 'failed' or status == 'cancelled'
-      or status == 'expired' then
+  elseif TERMINAL[status] then
     return false
   end
 end
@@ -65,6 +69,7 @@ elseif ARGV[8] == 'expire' then
 end
 return id
 """
+)
 
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(JobRecord)
@@ -133,6 +138,9 @@ class JobStore:
     async def forget_expiry(self, job_id: str) -> None:
         await self.redis.zrem(self.expiry_key, job_id)
 
+    def active_key(self, client: str) -> str:
+        return f"{self.prefix}:client:{client}:active"
+
     def record_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
@@ -193,7 +201,7 @@ class JobStore:
 
     async def count_active(self, client: str) -> int:
         """How many of `client`'s jobs are queued or running (ended ones are pruned)."""
-        key = f"{self.prefix}:client:{client}:active"
+        key = self.active_key(client)
         job_ids = [_text(j) for j in await self.redis.zrange(key, 0, -1)]
         if not job_ids:
             return 0
@@ -208,7 +216,7 @@ class JobStore:
         return len(job_ids) - len(ended)
 
     async def note_active(self, client: str, job_id: str) -> None:
-        key = f"{self.prefix}:client:{client}:active"
+        key = self.active_key(client)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {job_id: time.time()})
             pipe.expire(key, self.ttl_seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,25 +52,14 @@ def _blocks(file_id: int, size: int) -> Iterator[bytes]:
         yield piece
 
 
-async def upload_file(storage: Storage, file_id: int, name: str, data: bytes) -> None:
-    await storage.put_small(storage.source_bucket, catalogue_key(file_id, name), data)
-
-
 async def seed_demo(storage: Storage, files: tuple[DemoFile, ...] = DEMO_FILES) -> int:
     """Upload every demo file that is not there yet; returns how many were uploaded."""
     await storage.ensure_buckets()
     present = {item.key for item in await storage.catalogue()}
     uploaded = 0
     for demo in files:
-        key = catalogue_key(demo.file_id, demo.name)
-        if key in present:
+        if catalogue_key(demo.file_id, demo.name) in present:
             continue
-        await storage.client.put_object(
-            storage.source_bucket,
-            key,
-            io.BytesIO(demo_bytes(demo.file_id, demo.size)),
-            demo.size,
-            num_parallel_uploads=1,
-        )
+        await storage.put_source(demo.file_id, demo.name, demo_bytes(demo.file_id, demo.size))
         uploaded += 1
     return uploaded

@@ -8,6 +8,7 @@ file `<file_id>` named `<name>`; keys of any other shape are not part of the cat
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlsplit
@@ -191,13 +192,15 @@ class Storage:
             raise StorageError(f"cannot clean up earlier uploads of {key!r}: {exc}") from exc
         return len(upload_ids)
 
-    async def put_small(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> None:
-        import io
-
+    async def put_source(self, file_id: int, name: str, data: bytes) -> None:
+        """Store `data` in the source bucket as catalogue file `file_id` named `name`."""
+        # One part at a time: parallel parts make miniopy-async read the whole stream first.
         await self.client.put_object(
-            bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            self.source_bucket,
+            catalogue_key(file_id, name),
+            io.BytesIO(data),
+            len(data),
+            num_parallel_uploads=1,
         )
 
     async def size_of(self, key: str, bucket: str | None = None) -> int | None:

@@ -18,7 +18,6 @@ import msgspec
 
 from backend.models import JobRecord
 from backend.services import Services
-from backend.storage import catalogue_key
 from bench.loadgen import build_request, client_address, closed_burst, open_loop
 from bench.report import Result, Table, ms, percentile
 from bench.stack import Stack, cpu_seconds
@@ -72,9 +71,7 @@ async def run(stack: Stack, quick: bool) -> Result:
     services = await stack.services(env)
     for file_id in range(1, SMALL_FILES + 1):
         data = bytes([file_id]) * SMALL_SIZE
-        await services.storage.put_small(
-            services.storage.source_bucket, catalogue_key(file_id, f"small-{file_id}.txt"), data
-        )
+        await services.storage.put_source(file_id, f"small-{file_id}.txt", data)
     api = stack.api(env)
     worker = stack.worker(env)
     url = urlsplit(api.url)

@@ -35,20 +35,9 @@ def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str,
     Per-client limits keep their defaults: the load generators spread requests over many
     client addresses (X-Forwarded-For through the trusted loopback proxy), as nginx would.
     """
-    env = {
-        "REDIS_URL": redis_url,
-        "S3_ENDPOINT": s3_url,
-        "S3_ACCESS_KEY_ID": "longhaul",
-        "S3_SECRET_ACCESS_KEY": "longhaul-secret",
-        "S3_BUCKET_NAME": f"{prefix}-downloads",
-        "S3_SOURCE_BUCKET": f"{prefix}-catalogue",
-        "KEY_PREFIX": prefix,
-        "QUEUE_NAME": f"{prefix}:queue",
-        "THROTTLE_BYTES_PER_SECOND": "0",
-        "SECRET_KEY": secrets.token_hex(16),
-    }
-    env.update(extra)
-    return env
+    return devstack.stack_env(
+        redis_url, s3_url, prefix, **{"SECRET_KEY": secrets.token_hex(16), **extra}
+    )
 
 
 def proc_status(pid: int) -> dict[str, int]:

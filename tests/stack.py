@@ -7,7 +7,6 @@ loopback port with its data in a temp dir and is stopped at the end of the sessi
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ from backend import devstack
 from backend.seed import demo_bytes
 from backend.services import Services
 from backend.settings import Settings, load_settings
-from backend.storage import Storage, catalogue_key
+from backend.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -77,17 +76,9 @@ def s3_server(state_dir: Path) -> Iterator[devstack.Process]:
 
 def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str, str]:
     """Environment variables of a Longhaul process for one isolated test stack."""
-    env = {
-        "REDIS_URL": redis_url,
-        "S3_ENDPOINT": s3_url,
-        "S3_ACCESS_KEY_ID": "longhaul",
-        "S3_SECRET_ACCESS_KEY": "longhaul-secret",
-        "S3_BUCKET_NAME": f"{prefix}-downloads",
-        "S3_SOURCE_BUCKET": f"{prefix}-catalogue",
-        "KEY_PREFIX": prefix,
-        "QUEUE_NAME": f"{prefix}:queue",
+    env = devstack.stack_env(redis_url, s3_url, prefix)
+    env |= {
         "JOB_TIMEOUT_SECONDS": "30",
-        "THROTTLE_BYTES_PER_SECOND": "0",
         "SSE_PING_SECONDS": "15",
         "SECRET_KEY": "test-secret",
         "LOG_LEVEL": "INFO",
@@ -126,13 +117,7 @@ async def seed_stack(env: dict[str, str], files: tuple[TestFile, ...] = CATALOGU
 async def seed_catalogue(storage: Storage, files: tuple[TestFile, ...] = CATALOGUE) -> None:
     await storage.ensure_buckets()
     for item in files:
-        await storage.client.put_object(
-            storage.source_bucket,
-            catalogue_key(item.file_id, item.name),
-            io.BytesIO(item.data),
-            len(item.data),
-            num_parallel_uploads=1,
-        )
+        await storage.put_source(item.file_id, item.name, item.data)
 
 
 @pytest.fixture(scope="session")

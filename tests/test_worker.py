@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 from backend.devstack import free_port
-from backend.downloads import cancel_job, start_job
+from backend.downloads import cancel_job, public_status, start_job
+from backend.expiry import sweep_expired_archives
 from backend.jobs import parse_event_id
 from backend.models import JobEvent, JobState
 from backend.services import Services
 from backend.settings import Settings
+from backend.storage import PER_FILE_LOOKUP_LIMIT
 from backend.worker import archive_key_for, create_worker
 from tests.helpers import zip_digests
 from tests.stack import CATALOGUE_BY_ID
@@ -90,8 +93,6 @@ async def test_progress_events_are_ordered_and_reach_100_only_when_ready(
     record = await start_job(services, [8, 2, 3], "public")
     await run_worker_until_idle(settings.replace(archive_part_size=5 * 1024 * 1024))
     events = await services.store.events_after(record.job_id)
-    import json
-
     progress = [json.loads(e.data) for e in events if e.event == "progress"]
     values = [p["progress"] for p in progress]
     files = [p["processed_files"] for p in progress]
@@ -131,8 +132,6 @@ async def test_transient_errors_retry_after_1_2_4_seconds_then_fail_with_the_rea
         for e in events
         if e.event == "progress" and '"attempt":' in e.data and '"status":"processing"' in e.data
     ]
-    import json
-
     first_of_attempt = {}
     for event in starts:
         first_of_attempt.setdefault(json.loads(event.data)["attempt"], event)
@@ -215,9 +214,6 @@ async def test_a_finished_job_run_again_keeps_its_single_archive(
 async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
     services: Services, settings: Settings
 ) -> None:
-    from backend.downloads import public_status
-    from backend.expiry import sweep_expired_archives
-
     short = settings.replace(archive_ttl_seconds=1)
     record = await start_job(services, [5], "public")
     keep = await start_job(services, [3], "public")
@@ -245,8 +241,6 @@ async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
 async def test_many_ids_resolve_through_one_listing_with_the_same_result(
     services: Services,
 ) -> None:
-    from backend.storage import PER_FILE_LOOKUP_LIMIT
-
     few = [3, 999, 1]
     many = [*few, *range(10_000, 10_000 + PER_FILE_LOOKUP_LIMIT)]
     found_few, missing_few = await services.storage.resolve(few)
