@@ -66,6 +66,8 @@ class JobRecord(Struct, kw_only=True):
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
     error: str | None = None
     last_error: str | None = None
+    # Set while an attempt has failed and the next one waits out its backoff.
+    retry_at: float | None = None
     archive_key: str | None = None
     archive_size: int | None = None
     archive_expires_at: float | None = None

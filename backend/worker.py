@@ -101,6 +101,7 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
     record.status = JobState.PROCESSING
     record.attempt = attempt
     record.max_attempts = settings.max_attempts
+    record.retry_at = None
     record.started_at = record.started_at or time.time()
     if await store.save_progress(record) is None:
         raise JobCancelled
@@ -190,6 +191,7 @@ async def _after_transient(
         return JobState.FAILED.value
     delay = settings.backoff_for(attempt)
     record.last_error = message
+    record.retry_at = time.time() + delay
     logger.warning(
         "job %s attempt %d failed (%s); retrying in %.1fs", record.job_id, attempt, message, delay
     )
@@ -208,6 +210,7 @@ async def _fail(services: Services, record: JobRecord, message: str) -> None:
     record.status = JobState.FAILED
     record.error = message
     record.last_error = message
+    record.retry_at = None
     record.finished_at = time.time()
     await services.store.save(record, "failed", {"error": message, "attempt": record.attempt})
 

@@ -118,9 +118,12 @@ async def test_job_failing_after_its_retries_shows_the_error_and_try_again_works
         await expect(error).to_contain_text("could not be built after 4 attempts")
         await expect(error).to_contain_text("Reason:")
         await expect(job_card.get_by_test_id("retry-button")).to_be_visible()
-        # While it retried, the card said so, attempt by attempt.
+        # While it waited out each backoff (1, 2, 4 s), the card named the attempt to come.
+        # An attempt that fails at once may collapse into the next render, so running
+        # attempts are not asserted one by one.
         attempts = {e["attempt"] for e in await sse_log(page, job_id) if e["attempt"]}
-        assert {"Attempt 2 of 4", "Attempt 3 of 4", "Attempt 4 of 4"} <= attempts, attempts
+        waits = {f"Next: attempt {n} of 4" for n in (2, 3, 4)}
+        assert waits <= attempts, attempts
         await screenshot(page, "failed-after-retries")
     finally:
         await e2e_stack.start_s3()

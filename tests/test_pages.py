@@ -253,6 +253,17 @@ def test_view_of_a_retrying_job_names_the_attempt_and_the_last_error() -> None:
     assert view.speed_text == ""
 
 
+def test_view_of_a_job_waiting_out_its_backoff_names_the_next_attempt() -> None:
+    # The first attempt failed: the card says so at once, not only when attempt 2 starts.
+    record = _record(
+        status=JobState.PROCESSING, attempt=1, last_error="S3 went away", retry_at=11.0
+    )
+    view = job_view(record, now=10.0)
+    assert view.state_label == "Retrying"
+    assert view.attempt_text == "Next: attempt 2 of 4"
+    assert view.retry_reason == "S3 went away"
+
+
 def test_view_of_a_failed_job_explains_the_error_in_words() -> None:
     record = _record(status=JobState.FAILED, attempt=4, error="cannot list the catalogue")
     view = job_view(record)

@@ -117,7 +117,8 @@ class JobView:
 def job_view(record: JobRecord, now: float | None = None) -> JobView:
     now = time.time() if now is None else now
     state = record.status
-    retrying = state is JobState.PROCESSING and record.attempt > 1
+    waiting = state is JobState.PROCESSING and record.retry_at is not None
+    retrying = state is JobState.PROCESSING and (record.attempt > 1 or waiting)
     label = STATE_LABELS.get(state, str(state).title())
     if retrying:
         label = "Retrying"
@@ -144,13 +145,22 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
         bytes_text=bytes_text,
         speed_text=speed_text,
         eta_text=eta_text,
-        attempt_text=f"Attempt {record.attempt} of {record.max_attempts}" if retrying else "",
+        attempt_text=_attempt_text(record, retrying=retrying, waiting=waiting),
         retry_reason=(record.last_error or "") if retrying else "",
         error_text=_error_text(record),
         archive_text=human_bytes(record.archive_size) if record.archive_size else "",
         created_iso=created.isoformat().replace("+00:00", "Z"),
         created_text=created.strftime("%H:%M UTC"),
     )
+
+
+def _attempt_text(record: JobRecord, *, retrying: bool, waiting: bool) -> str:
+    # During the backoff the failed attempt is history; what matters is the one to come.
+    if waiting:
+        return f"Next: attempt {record.attempt + 1} of {record.max_attempts}"
+    if retrying:
+        return f"Attempt {record.attempt} of {record.max_attempts}"
+    return ""
 
 
 def _error_text(record: JobRecord) -> str:
