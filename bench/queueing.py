@@ -64,6 +64,31 @@ def _latencies(records: list[JobRecord]) -> tuple[list[float], list[float]]:
     return pickup, total
 
 
+def _add_run(
+    table: Table,
+    label: str,
+    records: list[JobRecord],
+    refused: int,
+    rate: float,
+    cpu: float,
+    s3_cpu: float,
+) -> None:
+    """One row: jobs that did not become ready count as failed, beside refused POSTs."""
+    pickup, total = _latencies(records)
+    table.add(
+        label,
+        len(records),
+        len(records) - len(pickup) + refused,
+        f"{rate:.0f}",
+        ms(percentile(pickup, 50)),
+        ms(percentile(pickup, 99)),
+        ms(percentile(total, 50)),
+        ms(percentile(total, 99)),
+        f"{cpu:.0%}",
+        f"{s3_cpu:.0%}",
+    )
+
+
 async def run(stack: Stack, quick: bool) -> Result:
     burst = 50 if quick else 1000
     paced = 20 if quick else 200
@@ -105,19 +130,7 @@ async def run(stack: Stack, quick: bool) -> Result:
         rate = len(records) / (last - started)
         cpu = (cpu_seconds(worker) - cpu_before) / (last - first)
         s3_cpu = (cpu_seconds(stack.s3) - s3_before) / (last - first)
-        pickup, total = _latencies(records)
-        table.add(
-            "burst",
-            len(records),
-            len(records) - len(pickup) + refused,
-            f"{rate:.0f}",
-            ms(percentile(pickup, 50)),
-            ms(percentile(pickup, 99)),
-            ms(percentile(total, 50)),
-            ms(percentile(total, 99)),
-            f"{cpu:.0%}",
-            f"{s3_cpu:.0%}",
-        )
+        _add_run(table, "burst", records, refused, rate, cpu, s3_cpu)
 
         offered = max(1.0, rate / 2)
         since = time.time()
@@ -127,19 +140,8 @@ async def run(stack: Stack, quick: bool) -> Result:
         records = await _wait_all(services, job_ids, timeout=paced * 2 + 60)
         cpu = (cpu_seconds(worker) - cpu_before) / outcome.elapsed
         s3_cpu = (cpu_seconds(stack.s3) - s3_before) / outcome.elapsed
-        pickup_paced, total_paced = _latencies(records)
-        table.add(
-            f"paced at {offered:.0f}/s",
-            len(records),
-            len(records) - len(pickup_paced) + outcome.error_count,
-            f"{offered:.0f}",
-            ms(percentile(pickup_paced, 50)),
-            ms(percentile(pickup_paced, 99)),
-            ms(percentile(total_paced, 50)),
-            ms(percentile(total_paced, 99)),
-            f"{cpu:.0%}",
-            f"{s3_cpu:.0%}",
-        )
+        label = f"paced at {offered:.0f}/s"
+        _add_run(table, label, records, outcome.error_count, offered, cpu, s3_cpu)
     finally:
         await services.close()
         stack.stop(worker)
