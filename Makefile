@@ -2,19 +2,23 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
+# Where `make run` keeps Redis's data and the logs.
+STATE_DIR ?= .dev
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := redis-server nginx chromium
+SYSTEM_PACKAGES := redis-server nginx chromium unzip
 
 .PHONY: install system-deps run test test-fast e2e lint format typecheck bench clean
 
 install: system-deps $(VENV)/.installed
 
-# Debian packages the stack and the tests need: Redis, nginx (proxy tests), Chromium (e2e).
+# Debian packages the stack and the tests need: Redis, nginx (proxy tests), Chromium (e2e),
+# unzip (member names must extract with Info-ZIP unzip, tests/test_entrynames.py).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v unzip >/dev/null || missing="$$missing unzip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -27,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(PY) -m backend dev
+	$(PY) -m backend dev --state-dir $(STATE_DIR)
 
 test: install lint
 	$(PY) -m pytest

@@ -66,22 +66,37 @@ def run_seed() -> None:
     logger.info("uploaded %d demo files", asyncio.run(seed()))
 
 
-def run_dev(state_dir: Path) -> None:
-    """Redis + S3 server + seed + API + one worker, in the foreground until Ctrl-C."""
+class _Stop(BaseException):
+    """A stop signal arrived (Ctrl-C, SIGTERM, SIGHUP) or make went away."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_dev(state_dir: Path) -> int:
+    """Redis + S3 server + seed + API + one worker, in the foreground until stopped.
+
+    Ctrl-C, SIGTERM or SIGHUP (to this process, to make, or to the whole group), or the death
+    of the parent (make killed alone), stop every process started here within 10 s: they run
+    in sessions of their own, so only this supervisor reaches them. Returns the exit status.
+    """
     from backend import devstack
 
     configure_logging("INFO")
+    parent = os.getppid()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
     processes: list[devstack.Process] = []
-
-    def stop_all(*_: object) -> None:
-        for process in reversed(processes):
-            process.stop()
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    status = 0
     try:
+        port = int(os.environ.get("PORT", "8000"))
+        s3_port = int(os.environ.get("S3_PORT", "0")) or devstack.free_port()
+        # Checked before anything starts: a stale stack must not pass for this one.
+        devstack.ensure_port_free(port, "API")
+        devstack.ensure_port_free(s3_port, "S3 server")
         redis = devstack.start_redis(state_dir / "redis")
         processes.append(redis)
-        s3_port = int(os.environ.get("S3_PORT", "0")) or devstack.free_port()
         s3 = devstack.start_s3(state_dir / "logs", s3_port)
         processes.append(s3)
         env = {
@@ -94,7 +109,6 @@ def run_dev(state_dir: Path) -> None:
         env = {**env, **{k: v for k, v in os.environ.items() if k in {"S3_PUBLIC_ENDPOINT"}}}
         os.environ.update(env)
         run_seed()
-        port = int(os.environ.get("PORT", "8000"))
         processes.append(devstack.start_worker(env, state_dir / "logs"))
         api = devstack.start_api(env, state_dir / "logs", port=port)
         processes.append(api)
@@ -104,13 +118,28 @@ def run_dev(state_dir: Path) -> None:
             flush=True,
         )
         while all(process.alive() for process in processes):
+            if os.getppid() != parent:
+                raise _Stop("parent exited")
+            if devstack.parent_is_stopping(parent):
+                raise _Stop("make was stopped")
             time.sleep(0.5)
         dead = [p.name for p in processes if not p.alive()]
         logger.error("%s stopped unexpectedly; stopping the rest", ", ".join(dead))
-    except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        status = 1
+    except devstack.PortInUse as exc:
+        print(f"cannot start: {exc}", file=sys.stderr, flush=True)
+        status = 2
+    except _Stop as stop:
+        print(f"\nstopping ({stop})…", flush=True)
+    except Exception as exc:
+        logger.error("could not start the stack: %s", exc)
+        status = 1
     finally:
-        stop_all()
+        # A second Ctrl-C must not cut the clean-up short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        devstack.stop_all(processes)
+    return status
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "seed":
         run_seed()
     else:
-        run_dev(args.state_dir)
+        sys.exit(run_dev(args.state_dir))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ Bytes flow S3 GET -> stream-zip (ZIP64-capable, one member at a time) -> a part 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from stat import S_IFREG
 
 import aiohttp
@@ -21,10 +21,11 @@ from miniopy_async.error import S3Error
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
-from stream_zip import ZIP_64, async_stream_zip
+from stream_zip import NO_COMPRESSION_64, ZIP_64
 
-from backend import tracing
-from backend.storage import SourceObject, Storage, StorageError
+from backend import entrynames, tracing
+from backend.storage import SourceObject, Storage
+from backend.zipstream import zip_stream
 
 _EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
 # stream-zip runs in a thread and hands every output chunk back to the event loop; at its
@@ -61,28 +62,9 @@ class Throttle:
             await asyncio.sleep(ahead)
 
 
-def entry_names(sources: list[SourceObject]) -> list[str]:
-    """ZIP entry names: the catalogue names, made safe and unique within the archive."""
-    names: list[str] = []
-    seen: set[str] = set()
-    for source in sources:
-        base = _safe_name(source.name)
-        candidate, counter = base, 1
-        while candidate.lower() in seen:
-            counter += 1
-            path = PurePosixPath(base)
-            candidate = f"{path.stem} ({counter}){path.suffix}"
-        seen.add(candidate.lower())
-        names.append(candidate)
-    return names
-
-
-def _safe_name(name: str) -> str:
-    # No absolute paths, no parent directories, no control characters: the archive must
-    # extract inside the folder the user picked.
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in {"", ".", ".."}]
-    cleaned = "_".join(parts) if parts else "file"
-    return "".join(ch if ord(ch) >= 32 else "_" for ch in cleaned)
+def entry_names(sources: list[SourceObject]) -> list[str | None]:
+    """ZIP entry names for `sources` (rules in backend.entrynames); None for unusable names."""
+    return entrynames.entry_names([source.name for source in sources])
 
 
 async def build_archive(
@@ -116,9 +98,14 @@ async def build_archive(
 
     async def members() -> AsyncIterator[tuple[str, datetime, int, object, AsyncIterator[bytes]]]:
         for source, name in zip(sources, entry_names(sources), strict=True):
+            if name is None:
+                continue  # the worker reports these as skipped; a member needs a name
             # A stable timestamp makes a re-run produce the same bytes.
             modified = source.modified or _EPOCH
-            yield name, modified, S_IFREG | 0o644, ZIP_64, member_bytes(source)
+            # APPNOTE 4.3.8: a zero-byte member is stored with no data (deflate would add 5 bytes);
+            # the CRC-32 of no bytes is 0.
+            method = NO_COMPRESSION_64(0, 0) if source.size == 0 else ZIP_64
+            yield name, modified, S_IFREG | 0o644, method, member_bytes(source)
 
     def compressor() -> zlib._Compress:
         return zlib.compressobj(level=compression_level, wbits=-zlib.MAX_WBITS)
@@ -128,8 +115,8 @@ async def build_archive(
     part_number = 0
     size = 0
     try:
-        async for chunk in async_stream_zip(
-            members(),  # type: ignore[arg-type]
+        async for chunk in zip_stream(
+            members(),
             chunk_size=_ZIP_CHUNK,
             get_compressobj=compressor,
         ):
@@ -137,17 +124,20 @@ async def build_archive(
             size += len(chunk)
             if len(buffer) >= part_size:
                 part_number += 1
-                await _upload_part(uploader, bytes(buffer), part_number)
+                await _upload_part(storage, uploader, bytes(buffer), part_number)
                 buffer.clear()
         if buffer or part_number == 0:
             part_number += 1
-            await _upload_part(uploader, bytes(buffer), part_number)
+            await _upload_part(storage, uploader, bytes(buffer), part_number)
         with tracing.tracer().start_as_current_span("s3.complete_upload"):
             await uploader.complete()
     except BaseException as exc:
-        await asyncio.shield(_abort_quietly(uploader))
+        # Bounded: a frozen server must not hold a cancelled attempt (or a stopping worker).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(storage.settings.s3_read_timeout_seconds + 1):
+                await asyncio.shield(_abort_quietly(uploader))
         if isinstance(exc, S3Error | aiohttp.ClientError | OSError | TimeoutError):
-            raise StorageError(f"cannot write archive {key!r}: {exc}") from exc
+            raise storage.failure(f"write archive {key!r}", exc) from exc
         raise
     return size
 
@@ -174,10 +164,12 @@ async def _traced_file(
         span.end()
 
 
-async def _upload_part(uploader: MultipartUploader, data: bytes, number: int) -> None:
+async def _upload_part(
+    storage: Storage, uploader: MultipartUploader, data: bytes, number: int
+) -> None:
     attributes = {"s3.part_number": number, "size": len(data)}
     with tracing.tracer().start_as_current_span("s3.upload_part", attributes=attributes):
-        await uploader.upload_part(data, number)
+        await storage.upload_part(uploader, data, number)
 
 
 async def _abort_quietly(uploader: object) -> None:

@@ -26,6 +26,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortInUse(RuntimeError):
+    """A port a local process needs is taken (a stale stack, or anything else)."""
+
+    def __init__(self, port: int, what: str) -> None:
+        super().__init__(
+            f"port {port} ({what}) is already in use; stop whatever holds it "
+            f"(a stale `make run`?) or choose another port"
+        )
+        self.port = port
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    """Raise PortInUse unless `port` can be bound on loopback now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers bind: connections of a stopped server in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(port, what) from exc
+
+
 @dataclass
 class Process:
     """A started child process and what it serves."""
@@ -53,10 +75,63 @@ class Process:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` without waiting (see `stop_all`)."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+def parent_is_stopping(ppid: int) -> bool:
+    """True when `ppid` is GNU make handling a stop signal that was sent to make alone.
+
+    On SIGHUP or SIGINT make does not pass the signal on: it expects the terminal to have
+    signalled the whole process group, blocks the signal and waits for its children. Its
+    blocked-signal mask (Linux /proc) is the only trace of that, so it is read here.
+    """
+    try:
+        if Path(f"/proc/{ppid}/comm").read_text().strip() != "make":
+            return False
+        status = Path(f"/proc/{ppid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigBlk:"):
+            blocked = int(line.split()[1], 16)
+            return any(blocked & (1 << (sig - 1)) for sig in _STOP_SIGNALS)
+    return False
+
+
+def stop_all(processes: list[Process], timeout: float = 8.0) -> None:
+    """Stop `processes` within `timeout` seconds in all, whatever they do.
+
+    Services that use Redis and S3 (the API, workers) go first, so a worker can still hand its
+    jobs back; then the rest. Each group gets SIGTERM at once and shares one deadline; what is
+    still alive after it gets SIGKILL.
+    """
+    deadline = time.monotonic() + timeout
+    users = [p for p in processes if p.name not in {"redis", "s3"}]
+    servers = [p for p in processes if p.name in {"redis", "s3"}]
+    for group, share in ((users, 0.7), (servers, 1.0)):
+        for process in group:
+            process.signal(signal.SIGTERM)
+        group_deadline = time.monotonic() + (deadline - time.monotonic()) * share
+        for process in group:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(max(0.0, group_deadline - time.monotonic()))
+    for process in processes:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(2)
 
 
 def stack_env(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str, str]:
@@ -93,6 +168,20 @@ def _spawn(
 
 
 def wait_until(check: object, timeout: float, what: str, process: Process | None = None) -> None:
+    """Return once `check()` is true; raise TimeoutError after `timeout` seconds.
+
+    If `process` is given and it exits, or the wait ends any other way (a signal, a timeout),
+    the process is stopped: a half-started process is never left behind.
+    """
+    try:
+        _wait(check, timeout, what, process)
+    except BaseException:
+        if process is not None:
+            process.stop(timeout=5)
+        raise
+
+
+def _wait(check: object, timeout: float, what: str, process: Process | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and not process.alive():
@@ -131,6 +220,8 @@ def redis_binary() -> str:
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True) -> Process:
     """A private redis-server on loopback with its data (AOF) in `data_dir`."""
+    if port:
+        ensure_port_free(port, "Redis")
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -166,6 +257,8 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
 
 def start_s3(log_dir: Path, port: int | None = None) -> Process:
     """moto's S3-compatible server on loopback (a stand-in for MinIO in dev and tests)."""
+    if port:
+        ensure_port_free(port, "S3 server")
     port = port or free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
@@ -185,6 +278,9 @@ def start_api(
     settings_env: dict[str, str], log_dir: Path, port: int | None = None, name: str = "api"
 ) -> Process:
     """`python -m backend api` on loopback, ready when /health answers."""
+    if port:
+        # Else an old API on the port would answer /health and pass for this one.
+        ensure_port_free(port, name)
     port = port or free_port()
     env = service_env({**settings_env, "PORT": str(port), "HOST": "127.0.0.1"})
     popen, log_path = _spawn(

@@ -55,6 +55,8 @@ class JobRecord(Struct, kw_only=True):
     job_id: str
     owner: str
     file_ids: list[int]
+    # Whose active-job quota the job counts against (auth.client_identity); "" for none.
+    client: str = ""
     status: JobState = JobState.QUEUED
     progress: int = 0
     total_files: int = 0
@@ -68,6 +70,8 @@ class JobRecord(Struct, kw_only=True):
     last_error: str | None = None
     # Set while an attempt has failed and the next one waits out its backoff.
     retry_at: float | None = None
+    # Set when the attempt's worker was lost (its lease lapsed) until another worker takes it.
+    stalled_at: float | None = None
     archive_key: str | None = None
     archive_size: int | None = None
     archive_expires_at: float | None = None
@@ -93,6 +97,9 @@ class JobStatus(Struct, kw_only=True):
     attempt: int = 0
     max_attempts: int = 4
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    # Set while the job's worker was lost and the job waits for another (its lease lapsed).
+    stalled_at: float | None = None
+    waiting_for_worker: bool = False
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -141,6 +148,8 @@ def status_of(
         attempt=record.attempt,
         max_attempts=record.max_attempts,
         skipped_file_ids=record.skipped_file_ids,
+        stalled_at=record.stalled_at,
+        waiting_for_worker=record.stalled_at is not None and record.status is JobState.PROCESSING,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
@@ -175,6 +184,13 @@ class RetryingEvent(ProgressEvent, kw_only=True):
     retry_in: float
 
 
+class StalledEvent(ProgressEvent, kw_only=True):
+    """`event: stalled`: the worker running the job was lost (its lease lapsed); the job
+    waits for another worker, which resumes it with a new attempt."""
+
+    reason: str
+
+
 class CompletedEvent(Struct, kw_only=True):
     """`event: completed`: the archive is ready at `download_url` (presigned, one hour)."""
 
@@ -201,6 +217,7 @@ class EndedEvent(Struct, kw_only=True):
 JOB_EVENTS: dict[str, type[Struct]] = {
     "progress": ProgressEvent,
     "retrying": RetryingEvent,
+    "stalled": StalledEvent,
     "completed": CompletedEvent,
     "failed": FailedEvent,
     "cancelled": EndedEvent,

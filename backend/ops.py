@@ -65,6 +65,8 @@ class OpsStats:
     running: int
     queue_ready: int
     queue_deferred: int
+    # Jobs whose worker was lost (lease lapsed) and that wait for another (leases.py).
+    waiting_for_worker: int
     sampled: int
     by_state: dict[str, int]
     failures: list[Failure] = field(default_factory=list)
@@ -175,6 +177,9 @@ async def gather_stats(services: Services) -> OpsStats:
         running=running,
         queue_ready=ready,
         queue_deferred=deferred,
+        waiting_for_worker=sum(
+            r.status is JobState.PROCESSING and r.stalled_at is not None for r in records
+        ),
         sampled=len(records),
         by_state=by_state,
         failures=failures,

@@ -28,6 +28,10 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_bucket_name: str = "downloads"
     s3_source_bucket: str = "catalogue"
+    # Every S3 call waits at most this long to connect, and this long for each read of an
+    # answer (an idle timeout, so a long object read is fine while bytes keep coming).
+    s3_connect_timeout_seconds: float = 2.0
+    s3_read_timeout_seconds: float = 4.0
 
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -35,6 +39,9 @@ class Settings:
     max_files_per_job: int = 1000
     worker_concurrency: int = 5
     job_timeout_seconds: int = 600
+    # A running attempt holds its job under a lease it renews every third of this; a worker
+    # that dies loses the lease within this many seconds and another worker takes the job.
+    job_lease_seconds: float = 10.0
     max_retries: int = 3
     retry_backoff_seconds: tuple[float, ...] = (1.0, 2.0, 4.0)
     # Simulates slow sources (bytes per second per job); 0 turns it off.
@@ -95,11 +102,14 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "S3_REGION": "s3_region",
     "S3_BUCKET_NAME": "s3_bucket_name",
     "S3_SOURCE_BUCKET": "s3_source_bucket",
+    "S3_CONNECT_TIMEOUT_SECONDS": "s3_connect_timeout_seconds",
+    "S3_READ_TIMEOUT_SECONDS": "s3_read_timeout_seconds",
     "REDIS_URL": "redis_url",
     "PRESIGN_TTL_SECONDS": "presign_ttl_seconds",
     "MAX_FILES_PER_JOB": "max_files_per_job",
     "WORKER_CONCURRENCY": "worker_concurrency",
     "JOB_TIMEOUT_SECONDS": "job_timeout_seconds",
+    "JOB_LEASE_SECONDS": "job_lease_seconds",
     "MAX_RETRIES": "max_retries",
     "RETRY_BACKOFF_SECONDS": "retry_backoff_seconds",
     "THROTTLE_BYTES_PER_SECOND": "throttle_bytes_per_second",
@@ -163,6 +173,10 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("MAX_FILES_PER_JOB must be at least 1")
     if settings.worker_concurrency < 1:
         raise SettingsError("WORKER_CONCURRENCY must be at least 1")
+    if settings.job_lease_seconds < 1:
+        raise SettingsError("JOB_LEASE_SECONDS must be at least 1")
+    if settings.s3_connect_timeout_seconds <= 0 or settings.s3_read_timeout_seconds <= 0:
+        raise SettingsError("S3_CONNECT_TIMEOUT_SECONDS and S3_READ_TIMEOUT_SECONDS must be > 0")
     if not settings.retry_backoff_seconds:
         raise SettingsError("RETRY_BACKOFF_SECONDS needs at least one delay")
     if settings.archive_part_size < 5 * 1024 * 1024:

@@ -22,12 +22,28 @@ from backend.models import CatalogueFile
 from backend.settings import Settings
 
 READ_CHUNK = 256 * 1024
+# A part upload must move at least this fast; a slower one is a stalled server, not a slow link.
+MIN_UPLOAD_BYTES_PER_SECOND = 1024 * 1024
+# What a call to object storage can fail with once it is on the wire.
+_TRANSPORT_ERRORS = (S3Error, aiohttp.ClientError, OSError, TimeoutError)
 # Up to this many ids, a job looks each up by prefix; beyond it one full listing is cheaper.
 PER_FILE_LOOKUP_LIMIT = 32
 
 
 class StorageError(Exception):
     """Object storage could not do what was asked (unreachable, refused, or missing data)."""
+
+
+def describe_failure(endpoint: str, action: str, exc: BaseException, read_timeout: float) -> str:
+    """A sentence naming the object store, what was being done, and how it failed."""
+    where = f"object storage at {urlsplit(endpoint).netloc}"
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer within {read_timeout:g} s ({action})"
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return f"{where} cannot be reached ({action}): {exc}"
+    if isinstance(exc, S3Error):
+        return f"{where} refused to {action}: {exc.code} {exc.message}"
+    return f"{where} failed to {action}: {exc}"
 
 
 class SourceObject(CatalogueFile, frozen=True):
@@ -72,10 +88,25 @@ class Storage:
         self._client: Minio | None = None
         self._presigner = _client(settings.public_endpoint, settings, None)
 
+    def failure(self, action: str, exc: BaseException) -> StorageError:
+        """The StorageError for `exc`, raised while trying to `action`."""
+        return StorageError(
+            describe_failure(
+                self.settings.s3_endpoint, action, exc, self.settings.s3_read_timeout_seconds
+            )
+        )
+
     async def open(self) -> None:
-        # Our own session: short connect timeouts and no hidden retry layer, because retries
-        # with their backoff are the job's policy, not the HTTP client's.
-        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=60)
+        # Our own session and no hidden retry layer: retries with their backoff are the job's
+        # policy, not the HTTP client's. No total timeout, because an object read may last
+        # minutes; instead every wait for the server (connect, each read) is short, so a frozen
+        # server shows within seconds (S3_CONNECT_TIMEOUT_SECONDS, S3_READ_TIMEOUT_SECONDS).
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.s3_connect_timeout_seconds,
+            sock_connect=self.settings.s3_connect_timeout_seconds,
+            sock_read=self.settings.s3_read_timeout_seconds,
+        )
         self._session = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(limit=64)
         )
@@ -130,8 +161,8 @@ class Storage:
                         modified=obj.last_modified,
                     )
                 )
-        except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise StorageError(f"cannot list the catalogue: {exc}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self.failure("list the catalogue", exc) from exc
         found.sort(key=lambda item: (item.file_id, item.key))
         return found
 
@@ -166,8 +197,8 @@ class Storage:
             response = await self.client.get_object(bucket or self.source_bucket, key)
             async for chunk in response.content.iter_chunked(chunk_size):
                 yield chunk
-        except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise StorageError(f"cannot read {key!r}: {exc}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self.failure(f"read {key!r}", exc) from exc
         finally:
             if response is not None:
                 response.close()
@@ -175,6 +206,24 @@ class Storage:
     def uploader(self, key: str, content_type: str = "application/zip") -> MultipartUploader:
         """A multipart upload into the results bucket (parts of >= 5 MiB but the last)."""
         return self.client.multipart_uploader(self.results_bucket, key, content_type=content_type)
+
+    async def upload_part(self, uploader: MultipartUploader, data: bytes, number: int) -> None:
+        """Upload part `number` of `uploader`, bounded in time by its size.
+
+        Socket reads have their own timeout, but a write to a server that stopped reading only
+        waits on the kernel's buffer; this bound catches that (connect + read timeouts plus the
+        part at MIN_UPLOAD_BYTES_PER_SECOND).
+        """
+        limit = (
+            self.settings.s3_connect_timeout_seconds
+            + self.settings.s3_read_timeout_seconds
+            + len(data) / MIN_UPLOAD_BYTES_PER_SECOND
+        )
+        try:
+            async with asyncio.timeout(limit):
+                await uploader.upload_part(data, number)
+        except _TRANSPORT_ERRORS as exc:
+            raise self.failure(f"upload archive part {number}", exc) from exc
 
     async def pending_uploads(self, key: str) -> list[str]:
         """Ids of multipart uploads to `key` that were started and never completed."""
@@ -188,8 +237,8 @@ class Storage:
             upload_ids = await self.pending_uploads(key)
             for upload_id in upload_ids:
                 await self.client._abort_multipart_upload(self.results_bucket, key, upload_id)
-        except (S3Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise StorageError(f"cannot clean up earlier uploads of {key!r}: {exc}") from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self.failure(f"clean up earlier uploads of {key!r}", exc) from exc
         return len(upload_ids)
 
     async def put_source(self, file_id: int, name: str, data: bytes) -> None:

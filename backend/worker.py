@@ -10,6 +10,7 @@ and hide the cause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -24,8 +25,8 @@ from arq.worker import Function, Worker, func
 from miniopy_async.error import S3Error
 from redis.exceptions import RedisError
 
-from backend import tracing
-from backend.archive import ArchiveProgress, build_archive
+from backend import leases, tracing
+from backend.archive import ArchiveProgress, build_archive, entry_names
 from backend.expiry import sweep_cron
 from backend.jobs import progress_payload
 from backend.logs import bind_job
@@ -56,16 +57,24 @@ def archive_key_for(job_id: str) -> str:
 async def build_archive_job(ctx: dict[str, Any], job_id: str) -> str:
     """arq entry point: build the archive for `job_id` and record the outcome."""
     services: Services = ctx["services"]
-    record = await services.store.get(job_id)
+    try:
+        record = await services.store.get(job_id)
+    except RedisError as exc:
+        # Any other exception would make arq drop the job; Redis being away is not its fault.
+        raise Retry(defer=1) from exc
     if record is None:
         logger.warning("job %s has no record (expired?); dropping it", job_id)
         return "missing"
     if record.status.is_terminal:
         return record.status.value
     attempt = int(ctx.get("job_try", 1))
+    lease = leases.Lease(
+        services.redis, services.settings.key_prefix, job_id, services.settings.job_lease_seconds
+    )
     # Every attempt continues the trace of the request that started the job.
     with bind_job(job_id), tracing.job_attempt_span(job_id, attempt, record.trace_context):
-        return await _attempt(services, record, attempt)
+        async with lease.held():
+            return await _attempt(services, record, attempt)
 
 
 async def _attempt(services: Services, record: JobRecord, attempt: int) -> str:
@@ -102,6 +111,7 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
     record.attempt = attempt
     record.max_attempts = settings.max_attempts
     record.retry_at = None
+    record.stalled_at = None
     record.started_at = record.started_at or time.time()
     if await store.save_progress(record) is None:
         raise JobCancelled
@@ -111,10 +121,17 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
 
     with tracing.tracer().start_as_current_span("s3.resolve_sources"):
         sources, missing = await services.storage.resolve(record.file_ids)
-    record.skipped_file_ids = missing
+    # A catalogue key that cannot be a file name ("<id>/..", only dots and spaces) is
+    # skipped and reported like a missing file, never an internal error.
+    names = entry_names(sources)
+    unusable = [s.file_id for s, name in zip(sources, names, strict=True) if name is None]
+    sources = [s for s, name in zip(sources, names, strict=True) if name is not None]
+    record.skipped_file_ids = missing + unusable
     if not sources:
         await _fail(
-            services, record, f"none of the requested files exist (file_ids {record.file_ids})"
+            services,
+            record,
+            f"none of the requested files exist or has a usable name (file_ids {record.file_ids})",
         )
         return
     record.total_files = len(sources)
@@ -224,6 +241,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     services = await Services.open(settings)
     ctx["services"] = services
+    ctx["lease_watch"] = asyncio.create_task(
+        leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
+    )
     try:
         await services.storage.ensure_buckets()
     except Exception as exc:
@@ -232,6 +252,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    watch: asyncio.Task[None] | None = ctx.get("lease_watch")
+    if watch is not None:
+        watch.cancel()
     services: Services | None = ctx.get("services")
     if services is not None:
         await services.close()
@@ -277,7 +300,13 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "handle_signals": True,
     }
     options.update(overrides)
-    return Worker(**options)
+    worker = Worker(**options)
+    # arq gives its in-progress key the job timeout + 10 s; a lease renewed by the attempt
+    # (leases.py) lets another worker take a dead worker's job within seconds instead. The
+    # sweeper cron holds no lease: if a sweep outlives one, a second may run; sweeps are
+    # idempotent.
+    worker.in_progress_timeout_s = settings.job_lease_seconds
+    return worker
 
 
 def serve(settings: Settings) -> None:
@@ -287,9 +316,14 @@ def serve(settings: Settings) -> None:
     we build a fresh worker and carry on. Jobs that were running re-run from the queue.
     """
     while True:
+        worker = create_worker(settings)
         try:
-            create_worker(settings).run()
+            worker.run()
             return
         except (RedisError, OSError) as exc:
             logger.warning("worker lost Redis (%s); starting again in 1 s", exc)
+            # arq skips on_shutdown when its close fails; without this every outage would
+            # leave a lease watcher and a set of clients behind.
+            with contextlib.suppress(Exception):
+                worker.loop.run_until_complete(_shutdown(worker.ctx))
             time.sleep(1)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,57 @@ async def wait_for_status(
             await asyncio.sleep(0.1)
 
     return await asyncio.wait_for(poll(), timeout)
+
+
+async def wait_until_running(
+    http: httpx.AsyncClient, job_id: str, attempt: int = 1, timeout: float = 30
+) -> dict[str, Any]:
+    """The job's status once attempt `attempt` (or a later one) has written archive bytes."""
+
+    async def poll() -> dict[str, Any]:
+        while True:
+            body: dict[str, Any] = (await http.get(f"/v1/download/status/{job_id}")).json()
+            if (
+                body["status"] == "processing"
+                and body["attempt"] >= attempt
+                and body["bytes_processed"] > 0
+            ):
+                return body
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def follow_with_reconnects(
+    base_url: str, job_id: str, reconnects: list[str]
+) -> AsyncIterator[tuple[str, str]]:
+    """An EventSource: (id, event) pairs until the terminal one. A dropped or refused stream
+    is retried with Last-Event-ID (the id it reconnected from goes into `reconnects`); a 204
+    ends it, as it ends a browser's EventSource."""
+    last_id: str | None = None
+    while True:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        try:
+            async with (
+                httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+                aconnect_sse(
+                    client, "GET", f"/v1/download/subscribe/{job_id}", headers=headers
+                ) as source,
+            ):
+                if source.response.status_code == 204:
+                    return
+                if source.response.status_code == 200:
+                    async for sse in source.aiter_sse():
+                        if not sse.data:
+                            continue
+                        last_id = sse.id
+                        yield sse.id, sse.event
+                        if sse.event in TERMINAL:
+                            return
+        except httpx.TransportError:
+            pass
+        reconnects.append(last_id or "")
+        await asyncio.sleep(0.2)
 
 
 def zip_digests(data: bytes) -> dict[str, str]:

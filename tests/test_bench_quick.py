@@ -16,6 +16,7 @@ SECTIONS = (
     "2. SSE scale",
     "3. Archive throughput and worker memory",
     "4. Queue overhead",
+    "5. Recovery",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,3 +79,125 @@ def test_dev_stack_serves_demo_catalogue_and_ctrl_c_stops_everything(tmp_path: P
     finally:
         if dev.poll() is None:
             dev.kill()
+
+
+MARK = "LONGHAUL_DEVSTACK_TEST"
+
+
+def marked_processes(mark: str) -> set[int]:
+    """Live processes whose environment carries `MARK=mark`: everything `make run` started."""
+    needle = f"{MARK}={mark}".encode()
+    found = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0") and alive(int(environ.parent.name)):
+                found.add(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def descendants_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        children = children_of(pending.pop())
+        pending.extend(children - found)
+        found |= children
+    return found
+
+
+def start_make_run(tmp_path: Path, port: int, mark: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
+    env |= {"PORT": str(port), "THROTTLE_BYTES_PER_SECOND": "0", MARK: mark}
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        ["make", "-s", "run", f"STATE_DIR={tmp_path / 'state'}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal would give it
+    )
+
+
+def wait_for_running(make: subprocess.Popen[str]) -> str:
+    assert make.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = make.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "Longhaul is running" in line:
+            return "".join(seen)
+    pytest.fail("make run never said it was running:\n" + "".join(seen))
+
+
+def supervisor_of(mark: str) -> int:
+    for pid in marked_processes(mark):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"backend" in cmdline and b"dev" in cmdline:
+            return pid
+    raise AssertionError("no dev supervisor found")
+
+
+@pytest.mark.parametrize(
+    ("target", "sig"),
+    [
+        ("make", signal.SIGTERM),
+        ("make", signal.SIGHUP),
+        ("make", signal.SIGINT),
+        ("supervisor", signal.SIGTERM),
+        ("supervisor", signal.SIGHUP),
+        ("group", signal.SIGHUP),
+        ("group", signal.SIGINT),
+    ],
+)
+def test_make_run_stops_everything_it_started_on_a_signal_to_any_of_its_processes(
+    tmp_path: Path, target: str, sig: signal.Signals
+) -> None:
+    mark = f"{target}-{sig.name}-{time.monotonic_ns()}"
+    port = free_port()
+    make = start_make_run(tmp_path, port, mark)
+    try:
+        wait_for_running(make)
+        started = marked_processes(mark)
+        started |= descendants_of(make.pid)  # redis-server writes over its own environment
+        # make, the supervisor, redis, S3 server, worker, API
+        assert len(started) >= 6, [Path(f"/proc/{p}/cmdline").read_bytes() for p in started]
+        signalled_at = time.monotonic()
+        if target == "make":
+            os.kill(make.pid, sig)
+        elif target == "supervisor":
+            os.kill(supervisor_of(mark), sig)
+        else:
+            os.killpg(make.pid, sig)
+        while any(alive(pid) for pid in started) and time.monotonic() - signalled_at < 30:
+            time.sleep(0.1)
+        took = time.monotonic() - signalled_at
+        print(f"\n{sig.name} to {target}: every process gone in {took:.1f} s")
+        assert not [pid for pid in started if alive(pid)]
+        assert took < 15  # target 10 s
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        for pid in marked_processes(mark) | descendants_of(make.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_make_run_names_a_taken_port_and_never_says_running(tmp_path: Path) -> None:
+    port = free_port()
+    mark = f"taken-{time.monotonic_ns()}"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        make = start_make_run(tmp_path, port, mark)
+        output, _ = make.communicate(timeout=120)
+    assert make.returncode != 0
+    assert f"port {port}" in output
+    assert "already in use" in output
+    assert "running" not in output
+    assert not marked_processes(mark)

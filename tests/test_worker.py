@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
+import zipfile
 from typing import Any
 
 from backend.devstack import free_port
@@ -60,6 +62,33 @@ async def test_missing_file_ids_are_skipped_and_listed(
         CATALOGUE_BY_ID[3].name: CATALOGUE_BY_ID[3].sha256,
         CATALOGUE_BY_ID[5].name: CATALOGUE_BY_ID[5].sha256,
     }
+
+
+async def test_a_key_that_cannot_be_a_file_name_is_skipped_like_a_missing_file(
+    services: Services, settings: Settings
+) -> None:
+    await services.storage.put_source(9101, "...", b"a name of dots only")
+    record = await start_job(services, [9101, 5], "public")
+    await run_worker_until_idle(settings)
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.READY, done.error
+    assert done.skipped_file_ids == [9101]
+    assert done.total_files == 1
+    digests = zip_digests(await read_archive(services, record.job_id))
+    assert digests == {CATALOGUE_BY_ID[5].name: CATALOGUE_BY_ID[5].sha256}
+
+
+async def test_zero_byte_files_are_stored_with_no_data(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [6], "public")
+    await run_worker_until_idle(settings)
+    archive = await read_archive(services, record.job_id)
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        (info,) = opened.infolist()
+    assert (info.file_size, info.compress_size) == (0, 0)
+    assert info.compress_type == zipfile.ZIP_STORED
 
 
 async def test_job_fails_clearly_when_no_requested_file_exists(

@@ -180,6 +180,8 @@ def _job_display(bar: ProgressBar) -> OnUpdate:
             )
             seen["attempt"] = view.attempt
         note = "" if view.status == "processing" else view.status
+        if view.waiting_for_worker:
+            note = "waiting for a worker"
         bar.update(
             view.bytes_processed,
             view.bytes_total,

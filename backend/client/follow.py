@@ -42,6 +42,8 @@ class JobView:
     max_attempts: int = 0
     error: str | None = None
     retry_in: float | None = None
+    # The job's worker was lost; it waits for another (a `stalled` event).
+    waiting_for_worker: bool = False
     # When the server recorded the event (seconds), from its stream id: replayed history
     # then shows its real pace, not the burst it arrives in.
     at: float | None = None
@@ -64,6 +66,7 @@ class JobView:
                 setattr(self, name, value)
         self.error = data.get("error") if event in {"retrying", "failed"} else None
         self.retry_in = data.get("retry_in") if event == "retrying" else None
+        self.waiting_for_worker = event == "stalled"
         if event == "completed":
             self.progress = 100
 
@@ -78,6 +81,7 @@ class JobView:
         self.max_attempts = status.max_attempts
         self.error = status.error or (status.last_error if self.status == "processing" else None)
         self.retry_in = None
+        self.waiting_for_worker = status.waiting_for_worker
         self.at = None
 
 

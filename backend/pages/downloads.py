@@ -60,13 +60,18 @@ async def index(request: Request[Any, Any, Any], services: Services) -> Template
         rows = catalogue_rows(await services.storage.catalogue())
     except StorageError:
         catalogue_error = "The catalogue cannot be listed right now. Reload the page in a moment."
-    names = {row.file_id: row for row in rows} or None
+    # Asked once: when storage just failed, cards name files by id instead of asking again.
+    names = {row.file_id: row for row in rows} if rows or catalogue_error else None
     panel = await panel_context(services, browser.owner, "sse", names)
+    # Without the catalogue the page is degraded, not broken: it still shows the browser's
+    # downloads (ready ones can be fetched), but says 503 so monitors and proxies see it.
+    degraded = {"Retry-After": "5"} if catalogue_error else {}
     return Template(
         "index.html",
         context={"rows": rows, "catalogue_error": catalogue_error, **panel},
         cookies=browser.cookies,
-        headers=NO_STORE,
+        headers={**NO_STORE, **degraded},
+        status_code=503 if catalogue_error else 200,
     )
 
 

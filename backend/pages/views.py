@@ -103,6 +103,7 @@ class JobView:
     eta_text: str
     attempt_text: str
     retry_reason: str
+    stalled_text: str
     error_text: str
     archive_text: str
     created_iso: str
@@ -119,12 +120,15 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
     state = record.status
     waiting = state is JobState.PROCESSING and record.retry_at is not None
     retrying = state is JobState.PROCESSING and (record.attempt > 1 or waiting)
+    stalled = state is JobState.PROCESSING and record.stalled_at is not None
     label = STATE_LABELS.get(state, str(state).title())
-    if retrying:
+    if stalled:
+        label = "Waiting for a worker"
+    elif retrying:
         label = "Retrying"
     speed_text = eta_text = ""
     # After a retry the byte count restarts, so a speed from the first start would mislead.
-    if state is JobState.PROCESSING and record.attempt <= 1 and record.started_at:
+    if state is JobState.PROCESSING and record.attempt <= 1 and record.started_at and not stalled:
         elapsed = now - record.started_at
         if elapsed >= _MIN_SECONDS_FOR_SPEED and record.bytes_processed > 0:
             speed = record.bytes_processed / elapsed
@@ -146,7 +150,13 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
         speed_text=speed_text,
         eta_text=eta_text,
         attempt_text=_attempt_text(record, retrying=retrying, waiting=waiting),
-        retry_reason=(record.last_error or "") if retrying else "",
+        retry_reason=(record.last_error or "") if retrying and not stalled else "",
+        stalled_text=(
+            "The worker building this archive stopped. Another worker will pick it up "
+            "and carry on; nothing is lost."
+            if stalled
+            else ""
+        ),
         error_text=_error_text(record),
         archive_text=human_bytes(record.archive_size) if record.archive_size else "",
         created_iso=created.isoformat().replace("+00:00", "Z"),
