@@ -10,16 +10,17 @@ import hashlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import NamedTuple
 
 import msgspec
 from arq.constants import abort_jobs_ss
 
 from backend import tracing
 from backend.events import EventHub
-from backend.jobs import terminal_event_for
+from backend.jobs import ActiveJobsLimit, is_terminal_event, parse_event_id, terminal_event_for
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
-from backend.owners import may_read
+from backend.owners import PUBLIC_OWNER, may_read
 from backend.ratelimit import RateLimited
 from backend.services import Services
 from backend.worker import JOB_FUNCTION
@@ -82,20 +83,18 @@ async def start_job(
     """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
 
     With an idempotency key, a repeat of the same request returns the job the first one made;
-    the same key with another body is refused (IdempotencyConflict).
+    the same key with another body is refused (IdempotencyConflict). A `client` may have at
+    most MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
+    (RateLimited past it); a repeat of a request returns its job even then.
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
-    limit = services.settings.max_active_jobs_per_client
-    if client is not None and await services.store.count_active(client) >= limit:
-        raise RateLimited(
-            f"too many active jobs for this client (limit {limit}); wait for one to end", 5
-        )
     job_id = uuid.uuid4().hex
+    scope = idempotency_scope(owner, client)
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
         fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
         bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
-            owner, idempotency_key, fingerprint, job_id
+            scope, idempotency_key, fingerprint, job_id
         )
         if bound_fingerprint != fingerprint:
             raise IdempotencyConflict(idempotency_key)
@@ -104,6 +103,7 @@ async def start_job(
     record = JobRecord(
         job_id=job_id,
         owner=owner,
+        client=client or "",
         file_ids=list(file_ids),
         total_files=len(file_ids),
         max_attempts=services.settings.max_attempts,
@@ -111,9 +111,15 @@ async def start_job(
         # The worker continues this request's trace in every attempt.
         trace_context=tracing.inject(),
     )
-    await services.store.create(record)
-    if client is not None:
-        await services.store.note_active(client, record.job_id)
+    limit = services.settings.max_active_jobs_per_client
+    try:
+        await services.store.create(record, active_limit=None if client is None else limit)
+    except ActiveJobsLimit:
+        if idempotency_key is not None:
+            await services.store.forget_idempotency_key(scope, idempotency_key)
+        raise RateLimited(
+            f"too many active jobs for this client (limit {limit}); wait for one to end", 5
+        ) from None
     job = await services.redis.enqueue_job(
         JOB_FUNCTION,
         record.job_id,
@@ -123,6 +129,17 @@ async def start_job(
     if job is None:
         raise EnqueueFailed(f"job {record.job_id} is already queued")
     return record
+
+
+def idempotency_scope(owner: str, client: str | None) -> str:
+    """Whose Idempotency-Keys a request shares: its owner's, except for the `public` owner.
+
+    Every anonymous caller is `public`, so there one caller's key would replay (or refuse)
+    another's request; anonymous keys belong to the calling client (its address) instead.
+    """
+    if owner == PUBLIC_OWNER and client is not None:
+        return f"{PUBLIC_OWNER}:{client}"
+    return owner
 
 
 def check_idempotency_key(key: str) -> None:
@@ -186,9 +203,44 @@ async def cancel_job(services: Services, record: JobRecord) -> JobRecord:
     return record
 
 
+class Resume(NamedTuple):
+    """Where a subscriber's stream starts."""
+
+    # Send the events after this id; None: from the first.
+    after: str | None
+    # The job has ended and nothing follows `after`: there is nothing left to send.
+    ended: bool
+
+
+async def resume_point(services: Services, job_id: str, last_event_id: str | None) -> Resume:
+    """Where a stream that resumes after `last_event_id` (a well-formed stream id) starts.
+
+    - none, or an id earlier than the job's first event: from the first event;
+    - an id the job issued, or one between two of its events: after it;
+    - the id of the job's terminal event (and nothing after it): `ended`;
+    - an id later than the job's last event, which no subscriber of it can have seen:
+      InvalidInput naming Last-Event-ID.
+    """
+    bounds = await services.store.first_and_last_events(job_id)
+    position = parse_event_id(last_event_id) if last_event_id else None
+    if bounds is None or position is None:
+        return Resume(None, False)
+    first, last = bounds
+    last_position = parse_event_id(last.id) or (0, 0)
+    if position > last_position:
+        raise InvalidInput(
+            "Last-Event-ID",
+            f"{last_event_id!r} is later than this job's last event ({last.id}); "
+            "reconnect without it to read the job from its first event",
+        )
+    if position < (parse_event_id(first.id) or (0, 0)):
+        return Resume(None, False)
+    return Resume(last_event_id, position == last_position and is_terminal_event(last.event))
+
+
 async def job_events(
     hub: EventHub, services: Services, record: JobRecord, last_event_id: str | None
-) -> AsyncIterator[JobEvent | None]:
+) -> AsyncGenerator[JobEvent | None, None]:
     """The job's events after `last_event_id`; `completed` carries a freshly minted URL.
 
     None marks an idle interval (time for a keep-alive).

@@ -25,10 +25,13 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
-# KEYS: record, stream, owner index, expiry index, index of all jobs (for /ops).
+# KEYS: record, stream, owner index, expiry index, index of all jobs (for /ops), the client's
+# active jobs (a ZSET: job id -> when its record expires).
 # ARGV: record json, status, event, data, ttl, channel, job id, mode ("create", "update" or
-# "expire"), created_at score, archive expiry time ("" for none).
-# Returns the new stream id, "" when no event was asked for, or false when refused.
+# "expire"), created_at score, archive expiry time ("" for none), client ("" when the job counts
+# against nobody's quota), the client's cap on active jobs ("" for none; read on create).
+# Returns the new stream id, "" when no event was asked for, false when refused, or -1 when the
+# client's active jobs already fill its cap (then nothing is written).
 _SAVE_AND_EMIT = (
     # The set of terminal states comes from JobState, so Lua and Python cannot drift apart.
     "local TERMINAL = {"
@@ -48,6 +51,19 @@ else
   end
 end
 local ttl = tonumber(ARGV[5])
+local now = 0
+if ARGV[11] ~= '' then
+  -- Redis's clock: the one that expires the records this set mirrors.
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  if ARGV[8] == 'create' then
+    -- A record that expired without ending (never picked up, its queue lost) frees its place.
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+    if ARGV[12] ~= '' and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
+      return -1
+    end
+  end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
 local id = ''
 if ARGV[3] ~= '' then
@@ -67,12 +83,30 @@ if ARGV[2] == 'ready' and ARGV[10] ~= '' then
 elseif ARGV[8] == 'expire' then
   redis.call('ZREM', KEYS[4], ARGV[7])
 end
+if ARGV[11] ~= '' then
+  if TERMINAL[ARGV[2]] then
+    redis.call('ZREM', KEYS[6], ARGV[7])
+  else
+    -- Scored with the record's expiry and renewed with it, so only a vanished record lapses.
+    redis.call('ZADD', KEYS[6], now + ttl, ARGV[7])
+    redis.call('EXPIRE', KEYS[6], ttl)
+  end
+end
 return id
 """
 )
 
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(JobRecord)
+
+
+class ActiveJobsLimit(Exception):
+    """The client's active jobs already fill its cap; the job was not created."""
+
+    def __init__(self, client: str, limit: int) -> None:
+        super().__init__(f"{client} already has {limit} active jobs")
+        self.client = client
+        self.limit = limit
 
 
 class LiveMessage(msgspec.Struct, frozen=True):
@@ -139,6 +173,7 @@ class JobStore:
         await self.redis.zrem(self.expiry_key, job_id)
 
     def active_key(self, client: str) -> str:
+        """The client's queued and running jobs, kept by the save script (see _SAVE_AND_EMIT)."""
         return f"{self.prefix}:client:{client}:active"
 
     def record_key(self, job_id: str) -> str:
@@ -150,11 +185,17 @@ class JobStore:
     def owner_key(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:jobs"
 
-    async def create(self, record: JobRecord) -> None:
-        """Store a new record and its first `progress` event (status queued)."""
+    async def create(self, record: JobRecord, active_limit: int | None = None) -> None:
+        """Store a new record and its first `progress` event (status queued).
+
+        A record with a `client` holds a place among that client's active jobs until it ends
+        (or its record expires). With `active_limit`, checking for a free place and taking it
+        are one atomic step that costs the same at any number of jobs; ActiveJobsLimit is
+        raised, and nothing written, when there is none.
+        """
         if not record.created_at:
             record.created_at = time.time()
-        await self._run(record, "create", "progress", progress_payload(record))
+        await self._run(record, "create", "progress", progress_payload(record), active_limit)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(self.record_key(job_id))
@@ -181,15 +222,29 @@ class JobStore:
         entries = await self.redis.xrange(self.stream_key(job_id), min=start, max="+", count=count)
         return [_event_from_entry(entry_id, fields) for entry_id, fields in entries]
 
+    async def first_and_last_events(self, job_id: str) -> tuple[JobEvent, JobEvent] | None:
+        """The job's first and last events, read together; None when it has none."""
+        key = self.stream_key(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(key, count=1)
+            pipe.xrevrange(key, count=1)
+            first, last = await pipe.execute()
+        if not first or not last:
+            return None
+        return _event_from_entry(*first[0]), _event_from_entry(*last[0])
+
+    def _idempotency_key(self, scope: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{self.prefix}:idempotency:{scope}:{digest}"
+
     async def claim_idempotency_key(
-        self, owner: str, key: str, fingerprint: str, job_id: str
+        self, scope: str, key: str, fingerprint: str, job_id: str
     ) -> tuple[str, str]:
-        """Bind the owner's `key` to `job_id` unless it is bound already.
+        """Bind `key` of `scope` (whose keys these are) to `job_id` unless it is bound already.
 
         Returns the (job_id, fingerprint) the key is bound to: ours if we won, else the first.
         """
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        redis_key = f"{self.prefix}:idempotency:{owner}:{digest}"
+        redis_key = self._idempotency_key(scope, key)
         claimed = await self.redis.set(
             redis_key, f"{fingerprint}:{job_id}", nx=True, ex=IDEMPOTENCY_TTL_SECONDS
         )
@@ -199,28 +254,10 @@ class JobStore:
         bound_fingerprint, _, bound_job = existing.partition(":")
         return bound_job, bound_fingerprint
 
-    async def count_active(self, client: str) -> int:
-        """How many of `client`'s jobs are queued or running (ended ones are pruned)."""
-        key = self.active_key(client)
-        job_ids = [_text(j) for j in await self.redis.zrange(key, 0, -1)]
-        if not job_ids:
-            return 0
-        raws = await self.redis.mget([self.record_key(j) for j in job_ids])
-        ended = [
-            job_id
-            for job_id, raw in zip(job_ids, raws, strict=True)
-            if raw is None or _record_decoder.decode(raw).status.is_terminal
-        ]
-        if ended:
-            await self.redis.zrem(key, *ended)
-        return len(job_ids) - len(ended)
-
-    async def note_active(self, client: str, job_id: str) -> None:
-        key = self.active_key(client)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {job_id: time.time()})
-            pipe.expire(key, self.ttl_seconds)
-            await pipe.execute()
+    async def forget_idempotency_key(self, scope: str, key: str) -> None:
+        """Unbind a key whose job was never created, so that a retry can make it."""
+        # Keys are only ever set with NX, so the binding is still the caller's own.
+        await self.redis.delete(self._idempotency_key(scope, key))
 
     async def jobs_of(self, owner: str, limit: int = 50) -> list[JobRecord]:
         """The owner's most recent jobs, newest first, skipping records that have expired."""
@@ -231,7 +268,12 @@ class JobStore:
         return [_record_decoder.decode(raw) for raw in raws if raw is not None]
 
     async def _run(
-        self, record: JobRecord, mode: str, event: str, data: dict[str, Any]
+        self,
+        record: JobRecord,
+        mode: str,
+        event: str,
+        data: dict[str, Any],
+        active_limit: int | None = None,
     ) -> str | None:
         result = await self._script(
             keys=[
@@ -240,6 +282,7 @@ class JobStore:
                 self.owner_key(record.owner),
                 self.expiry_key,
                 self.index_key,
+                self.active_key(record.client),
             ],
             args=[
                 _encoder.encode(record),
@@ -252,8 +295,12 @@ class JobStore:
                 mode,
                 repr(record.created_at),
                 repr(record.archive_expires_at) if record.archive_expires_at else "",
+                record.client,
+                "" if active_limit is None else active_limit,
             ],
         )
+        if result == -1:
+            raise ActiveJobsLimit(record.client, active_limit or 0)
         if result is None or result is False or result == 0:
             return None
         return _text(result)

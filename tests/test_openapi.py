@@ -154,6 +154,8 @@ async def test_event_stream_documents_every_event_name_with_examples(
         assert f"| `{name}` | `{struct.__name__}` |" in description
         assert event_data_schema(schema, name)["properties"]
     assert "Last-Event-ID" in json.dumps(subscribe["parameters"])
+    ended = subscribe["responses"]["204"]
+    assert "EventSource" in ended["description"] and "content" not in ended
 
     shown = set()
     for example in stream["examples"].values():

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-import anyio
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
-from redis.exceptions import RedisError
+from litestar.response import ServerSentEventMessage
+from litestar.types import ASGIApp
 
-from backend.api.openapi_docs import EVENT_STREAM, error_response, status_response
+from backend.api.openapi_docs import EVENT_STREAM, STREAM_ENDED, error_response, status_response
+from backend.api.sse import Frame, event_stream, nothing_to_stream
 from backend.downloads import (
     InvalidInput,
     cancel_job,
     find_job,
     job_events,
     public_status,
+    resume_point,
     start_job,
 )
 from backend.events import EventHub
 from backend.jobs import parse_event_id
 from backend.models import DownloadRequest, JobEvent, JobStatus
-from backend.ratelimit import StreamLease, open_stream
 from backend.services import Services
-
-logger = logging.getLogger(__name__)
 
 _ERRORS = {
     400: error_response(400, "The request breaks a rule; `detail` names it."),
@@ -38,20 +35,6 @@ _ERRORS = {
     401: error_response(401, "Bad or missing bearer token."),
     429: error_response(429, "Rate limit or per-client cap; see Retry-After."),
 }
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-# EventSource reconnect delay we ask browsers for, in milliseconds.
-SSE_RETRY_MS = 2000
-
-
-async def require_json(request: Request[Any, Any, Any]) -> None:
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise HTTPException(
-            status_code=415, detail=f"Content-Type must be application/json, got {media_type!r}"
-        )
 
 
 _strict_decoder = msgspec.json.Decoder(DownloadRequest, strict=True)
@@ -83,32 +66,18 @@ def read_last_event_id(header: str | None, query: str | None) -> str | None:
     return value.strip()
 
 
-async def sse_messages(
-    events: AsyncIterator[JobEvent | None], lease: StreamLease | None = None
-) -> AsyncIterator[ServerSentEventMessage]:
-    """SSE frames for job events, with keep-alive comments while idle.
-
-    `lease` (the client's stream slot) is renewed on every ping and released at the end.
-    """
-    yield ServerSentEventMessage(comment="stream open", retry=SSE_RETRY_MS, data=None)
+async def job_frames(events: AsyncGenerator[JobEvent | None, None]) -> AsyncGenerator[Frame, None]:
+    """SSE frames of job events: each with its `id`, so a reconnect resumes after it."""
     try:
         async for event in events:
-            if event is None:
-                # Idle proxies (nginx, ALB, Cloudflare) close silent connections; a comment
-                # line keeps them open and is ignored by EventSource.
-                if lease is not None:
-                    await lease.renew()
-                yield ServerSentEventMessage(comment="ping", data=None)
-            else:
-                yield ServerSentEventMessage(id=event.id, event=event.event, data=event.data)
-    except RedisError as exc:
-        # Ending the stream makes the client reconnect with Last-Event-ID: nothing is lost.
-        logger.warning("event stream ended early, Redis unavailable: %s", exc)
+            yield (
+                None
+                if event is None
+                else ServerSentEventMessage(id=event.id, event=event.event, data=event.data)
+            )
     finally:
-        if lease is not None:
-            # The client hung up: we are being cancelled, and the slot must still be freed.
-            with anyio.CancelScope(shield=True):
-                await lease.release()
+        # Unregisters the subscriber from the hub now, not whenever the generator is collected.
+        await events.aclose()
 
 
 class DownloadController(Controller):
@@ -118,7 +87,6 @@ class DownloadController(Controller):
     @post(
         "/async",
         status_code=202,
-        before_request=require_json,
         summary="Start a download job",
         responses={
             **_ERRORS,
@@ -176,15 +144,19 @@ class DownloadController(Controller):
         "/subscribe/{job_id:str}",
         summary="Stream a job's events (SSE)",
         media_type="text/event-stream",
-        responses={**_ERRORS, 200: EVENT_STREAM},
+        responses={**_ERRORS, 200: EVENT_STREAM, 204: STREAM_ENDED},
         description="`text/event-stream` of `progress`, `retrying`, `completed "
         "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
-        "event has an `id`; reconnect with `Last-Event-ID` to resume. The stream "
-        "closes after the terminal event; `: ping` comments keep it alive.",
+        "event has an `id`; reconnect with `Last-Event-ID` to resume after it. The stream "
+        "closes after the terminal event; `: ping` comments keep it alive. Resuming: an id "
+        "earlier than the job's first event replays from the start; one between two events "
+        "resumes after it; the job's terminal event id, with nothing after it, is `204` (an "
+        "EventSource stops reconnecting); an id later than the job's last event is `400`.",
     )
     async def subscribe(
         self,
         job_id: str,
+        request: Request[Any, Any, Any],
         services: Services,
         hub: EventHub,
         requester: str,
@@ -195,17 +167,15 @@ class DownloadController(Controller):
         last_event_id: Annotated[
             str | None, Parameter(query="last_event_id", required=False)
         ] = None,
-    ) -> ServerSentEvent:
-        resume_after = read_last_event_id(last_event_header, last_event_id)
+    ) -> ASGIApp:
+        """The job's events after Last-Event-ID (see `resume_point` for every kind of id)."""
+        after = read_last_event_id(last_event_header, last_event_id)
         record = await find_job(services, job_id, requester)
-        lease = await open_stream(
-            services.redis,
-            services.settings.key_prefix,
-            client,
-            services.settings.max_streams_per_client,
-        )
-        events = job_events(hub, services, record, resume_after)
-        return ServerSentEvent(sse_messages(events, lease), headers=SSE_HEADERS)
+        resume = await resume_point(services, record.job_id, after)
+        if resume.ended:
+            return nothing_to_stream(request)
+        events = job_events(hub, services, record, resume.after)
+        return await event_stream(request, services, client, job_frames(events))
 
     @delete(
         "/{job_id:str}",

@@ -155,7 +155,7 @@ class EventFrame:
     id: Annotated[
         str, KwargDefinition(description="Redis stream id; send it back as Last-Event-ID")
     ]
-    event: Literal["progress", "retrying", "completed", "failed", "cancelled", "expired"]
+    event: Literal["progress", "retrying", "stalled", "completed", "failed", "cancelled", "expired"]
     data: Annotated[
         str,
         KwargDefinition(
@@ -217,6 +217,12 @@ EVENT_STREAM = ResponseSpec(
         ("retried, then failed", _RETRY_STREAM),
         ("cancelled", _CANCEL_STREAM),
     ),
+)
+
+STREAM_ENDED = ResponseSpec(
+    None,
+    description="No Content: the job has ended and nothing follows `Last-Event-ID`. The HTML "
+    "standard's signal for EventSource to stop reconnecting; no stream slot is taken.",
 )
 
 FILES = ResponseSpec(

@@ -5,6 +5,11 @@ its jobs instead of one per job. Each event is named `job-<id>` and carries the 
 rendered from the current record: a snapshot, not a delta, so a reconnect needs no resume point
 and a burst of events collapses into one render. After the last job ends the stream says `done`
 (the page closes it) instead of ending, which EventSource would take as a cue to reconnect.
+
+`done` carries an `id:` at or after the last event of every job the stream followed. A client
+that reconnects anyway sends it back as Last-Event-ID, and when every job still has nothing
+after it the answer is `204`, which stops EventSource for good; so is a stream that would follow
+no job at all. Any other Last-Event-ID is ignored: snapshots are right without one.
 """
 
 from __future__ import annotations
@@ -12,23 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Annotated, Any
 
 import anyio
 from litestar import Request, get
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEventMessage
+from litestar.types import ASGIApp
 from redis.exceptions import RedisError
 
-from backend.api.downloads import SSE_HEADERS, SSE_RETRY_MS
+from backend.api.sse import Frame, event_stream, nothing_to_stream
 from backend.downloads import UnknownJob, find_job, is_job_id
 from backend.events import EventHub
+from backend.jobs import is_terminal_event, parse_event_id
 from backend.models import JobRecord
 from backend.pages.browser import browser_owner
 from backend.pages.panel import PANEL_JOBS, render_live
-from backend.ratelimit import StreamLease, open_stream
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
@@ -52,21 +58,42 @@ def parse_job_ids(raw: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+async def nothing_follows(
+    services: Services, records: Sequence[JobRecord], last_event_id: str | None
+) -> bool:
+    """Whether the stream has nothing to send: no job to follow, or every job has ended with
+    no event after `last_event_id` (the id of a `done` this client already received)."""
+    if not records:
+        return True
+    position = parse_event_id(last_event_id) if last_event_id else None
+    if position is None:
+        return False
+    for record in records:
+        bounds = await services.store.first_and_last_events(record.job_id)
+        if bounds is None:
+            return False
+        last = bounds[1]
+        if not is_terminal_event(last.event) or (parse_event_id(last.id) or position) > position:
+            return False
+    return True
+
+
 async def page_events(
     hub: EventHub,
     services: Services,
     records: Sequence[JobRecord],
     render: Callable[[JobRecord], str],
-    lease: StreamLease | None = None,
-) -> AsyncIterator[ServerSentEventMessage]:
-    """SSE frames: each job's card whenever it changes, pings while idle, `done` at the end."""
+) -> AsyncGenerator[Frame, None]:
+    """Each job's card whenever it changes, None while idle, `done` once every job has ended."""
     changes: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     ping_seconds = services.settings.sse_ping_seconds
+    last_ids: dict[str, str] = {}
 
     async def follow(job_id: str) -> None:
         try:
             async for event in hub.subscribe(job_id, None, idle_seconds=ping_seconds):
                 if event is not None:
+                    last_ids[job_id] = event.id
                     changes.put_nowait((job_id, _CHANGED))
         except RedisError as exc:
             logger.warning("page stream lost job %s, Redis unavailable: %s", job_id, exc)
@@ -76,15 +103,12 @@ async def page_events(
 
     followers = [asyncio.create_task(follow(r.job_id)) for r in records]
     running = len(followers)
-    yield ServerSentEventMessage(comment="stream open", retry=SSE_RETRY_MS, data=None)
     try:
         while running:
             try:
                 batch = [await asyncio.wait_for(changes.get(), ping_seconds)]
             except TimeoutError:
-                if lease is not None:
-                    await lease.renew()
-                yield ServerSentEventMessage(comment="ping", data=None)
+                yield None
                 continue
             # Replayed history arrives in a burst: one render per job covers all of it.
             while not changes.empty():
@@ -97,9 +121,8 @@ async def page_events(
                 if record is not None:
                     yield ServerSentEventMessage(event=f"job-{job_id}", data=render(record))
             running -= sum(1 for _, kind in batch if kind == _ENDED)
-        yield ServerSentEventMessage(event=DONE_EVENT, data="all jobs ended")
-    except RedisError as exc:
-        logger.warning("page stream ended early, Redis unavailable: %s", exc)
+        position = max(last_ids.values(), key=lambda i: parse_event_id(i) or (0, 0), default="")
+        yield ServerSentEventMessage(event=DONE_EVENT, data="all jobs ended", id=position or None)
     finally:
         for task in followers:
             task.cancel()
@@ -107,8 +130,6 @@ async def page_events(
             for task in followers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if lease is not None:
-                await lease.release()
 
 
 @get("/events", include_in_schema=False)
@@ -118,18 +139,15 @@ async def job_stream(
     hub: EventHub,
     client: str,
     jobs: Annotated[str, Parameter(query="jobs", required=False)] = "",
-) -> ServerSentEvent:
+    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
+) -> ASGIApp:
     """The page's event stream for `jobs` (the browser's own; others are left out)."""
     owner = browser_owner(request, services.settings).owner
     records = []
     for job_id in parse_job_ids(jobs):
         with contextlib.suppress(UnknownJob):
             records.append(await find_job(services, job_id, owner))
-    lease = await open_stream(
-        services.redis,
-        services.settings.key_prefix,
-        client,
-        services.settings.max_streams_per_client,
-    )
-    events = page_events(hub, services, records, lambda r: render_live(request, r), lease)
-    return ServerSentEvent(events, headers=SSE_HEADERS)
+    if await nothing_follows(services, records, last_event_id):
+        return nothing_to_stream(request)
+    frames = page_events(hub, services, records, lambda r: render_live(request, r))
+    return await event_stream(request, services, client, frames)
