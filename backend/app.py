@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
@@ -19,9 +19,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.template.base import csrf_token
 
-from backend import tracing
+from backend import leases, tracing
 from backend.api.deps import (
     provide_client,
+    provide_health_probes,
     provide_hub,
     provide_requester,
     provide_services,
@@ -29,13 +30,12 @@ from backend.api.deps import (
 from backend.api.downloads import DownloadController
 from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.files import list_files
-from backend.api.health import health
+from backend.api.health import HealthProbes, health
+from backend.api.jsonbody import JsonRequest
+from backend.edges import wrap_every_answer
 from backend.events import EventHub
 from backend.pages import page_routes
 from backend.pages.ops import ops_page, ops_stats
-from backend.ratelimit import rate_limit_middleware
-from backend.requestid import request_id_middleware
-from backend.security import security_headers_middleware
 from backend.services import Services
 from backend.settings import Settings, load_settings
 
@@ -44,19 +44,6 @@ logger = logging.getLogger(__name__)
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 # 1000 ids of up to 16 digits fit in ~17 KB; anything much larger is not a real request.
 MAX_BODY_BYTES = 64 * 1024
-
-
-def _cors(settings: Settings) -> CORSConfig | None:
-    origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
-    if not origins:
-        return None
-    return CORSConfig(
-        allow_origins=origins,
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-        expose_headers=["Location", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
-        max_age=600,
-    )
 
 
 def _register_template_callables(engine: JinjaTemplateEngine) -> None:
@@ -72,19 +59,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hub = EventHub(services.listener, services.store)
         app.state.services = services
         app.state.hub = hub
+        app.state.health_probes = HealthProbes.of(services)
         try:
             await services.storage.ensure_buckets()
         except Exception as exc:
             # Start anyway: /health reports storage, and the worker retries jobs.
             logger.warning("could not ensure buckets at startup: %s", exc)
         await hub.start()
+        # The API watches leases too, so a job whose only worker died still says so.
+        watcher = asyncio.create_task(
+            leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
+        )
         try:
             yield
         finally:
+            watcher.cancel()
             await hub.stop()
             await services.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             DownloadController,
             list_files,
@@ -103,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "hub": Provide(provide_hub, sync_to_thread=False),
+            "health_probes": Provide(provide_health_probes, sync_to_thread=False),
             "requester": Provide(provide_requester, sync_to_thread=False),
             "client": Provide(provide_client, sync_to_thread=False),
         },
@@ -115,10 +109,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             configure_root_logger=False,
             loggers={"litestar": {"level": "INFO", "handlers": [], "propagate": True}},
         ),
-        # Outermost first: every response gets security headers, even a 429.
-        middleware=[request_id_middleware, security_headers_middleware, rate_limit_middleware],
-        cors_config=_cors(settings),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # Reads JSON bodies only when typed as JSON, and refuses nesting it cannot decode.
+        request_class=JsonRequest,
         request_max_body_size=MAX_BODY_BYTES,
         template_config=TemplateConfig(
             directory=FRONTEND / "templates",
@@ -126,8 +119,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine_callback=_register_template_callables,
         ),
         # Page forms post through htmx, which sends the token as a header (see app.js).
-        # The JSON API is exempt: it takes only JSON bodies (a cross-site form cannot send
-        # one without a CORS preflight) and bearer tokens, which browsers never attach.
+        # The JSON API is exempt: it takes only bodies typed as JSON (a cross-site page cannot
+        # send one without a CORS preflight; jsonbody.py refuses the rest) and bearer tokens,
+        # which browsers never attach.
         csrf_config=CSRFConfig(
             secret=settings.secret_key,
             cookie_name="longhaul_csrf",
@@ -145,3 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    # Request ids, access lines, security headers, CORS, rate limits and HEAD, around every
+    # answer: Litestar's own 404 and 405 included, which its `middleware=` never sees.
+    wrap_every_answer(app, settings)
+    return app

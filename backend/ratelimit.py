@@ -28,8 +28,12 @@ logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 STREAM_LEASE_SECONDS = 120
 # Health checks, static files and API docs are never limited: load balancers and browsers
-# fetch them often, and they cost nothing.
-EXEMPT_PREFIXES = ("/health", "/static/", "/docs")
+# fetch them often, and they cost nothing. Exact paths, so "/healthz" and other unknown
+# paths are counted like any request.
+EXEMPT_PATHS = frozenset({"/health", "/docs"})
+EXEMPT_PREFIXES = ("/static/", "/docs/")
+# The headers every limited answer carries (cors.py exposes them to pages).
+LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
 class RateLimited(Exception):
@@ -95,10 +99,14 @@ def _client_of(scope: Scope, services: Services) -> str:
 
 
 def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware applying the per-client request limit to everything not exempt."""
+    """ASGI middleware applying the per-client request limit to everything not exempt.
+
+    It runs outside routing (edges.py), so unknown paths and wrong methods count too.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
+        path: str = scope["path"]
+        if scope["type"] != "http" or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES):
             await app(scope, receive, send)
             return
         services: Services = scope["litestar_app"].state.services

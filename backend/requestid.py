@@ -15,6 +15,7 @@ from typing import cast
 
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from opentelemetry import trace
 
 from backend.logs import REQUEST_ID
 
@@ -44,11 +45,15 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500  # what the client sees if the app raises before answering
+        # The request's span is current while the app answers, and over when the line is
+        # written (tracing runs inside this layer): keep it so the line names its trace.
+        span: trace.Span = trace.INVALID_SPAN
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, span
             if message["type"] == "http.response.start":
                 status = message["status"]
+                span = trace.get_current_span()
                 MutableScopeHeaders.from_message(message)[HEADER] = request_id
             await send(message)
 
@@ -61,20 +66,21 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             client = scope.get("client")
             # Health probes and static files would drown the rest at INFO.
             quiet = path.startswith(("/health", "/static/"))
-            access_logger.log(
-                logging.DEBUG if quiet else logging.INFO,
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "client": client[0] if client else "",
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+            with trace.use_span(span, end_on_exit=False):
+                access_logger.log(
+                    logging.DEBUG if quiet else logging.INFO,
+                    "%s %s %d",
+                    method,
+                    path,
+                    status,
+                    extra={
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "client": client[0] if client else "",
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
             REQUEST_ID.reset(token)
 
     return middleware

@@ -141,8 +141,3 @@ async def test_cancelling_a_finished_job_is_409(http: httpx.AsyncClient) -> None
     response = await http.delete(f"/v1/download/{created['job_id']}")
     assert response.status_code == 409
     assert "already ready" in response.json()["detail"]
-
-
-async def test_a_missing_content_type_is_read_as_json(http: httpx.AsyncClient) -> None:
-    response = await http.post(ASYNC, content=body({"file_ids": [5]}))
-    assert response.status_code == 202

@@ -8,6 +8,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 
+from backend.api.health import HealthProbes
 from backend.auth import AuthError, client_identity, resolve_owner
 from backend.events import EventHub
 from backend.owners import OWNER_COOKIE
@@ -22,6 +23,11 @@ def provide_services(state: State) -> Services:
 def provide_hub(state: State) -> EventHub:
     hub: EventHub = state.hub
     return hub
+
+
+def provide_health_probes(state: State) -> HealthProbes:
+    probes: HealthProbes = state.health_probes
+    return probes
 
 
 def provide_requester(request: Request[Any, Any, Any], state: State) -> str:
