@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,7 +72,20 @@ class _Stop(BaseException):
 
 
 def _raise_stop(signum: int, _frame: object) -> None:
-    raise _Stop(signal.Signals(signum).name)
+    reason = "make stopped or gone" if signum == signal.SIGUSR1 else signal.Signals(signum).name
+    raise _Stop(reason)
+
+
+def _watch_parent(parent: int) -> None:
+    """Signal this process when its parent dies or is a make that was stopped on its own.
+
+    A thread, so that startup (which can take seconds) is interrupted as well as the wait.
+    """
+    from backend import devstack
+
+    while os.getppid() == parent and not devstack.parent_is_stopping(parent):
+        time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def run_dev(state_dir: Path) -> int:
@@ -84,9 +98,9 @@ def run_dev(state_dir: Path) -> int:
     from backend import devstack
 
     configure_logging("INFO")
-    parent = os.getppid()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, _raise_stop)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     processes: list[devstack.Process] = []
     status = 0
     try:
@@ -118,10 +132,6 @@ def run_dev(state_dir: Path) -> int:
             flush=True,
         )
         while all(process.alive() for process in processes):
-            if os.getppid() != parent:
-                raise _Stop("parent exited")
-            if devstack.parent_is_stopping(parent):
-                raise _Stop("make was stopped")
             time.sleep(0.5)
         dead = [p.name for p in processes if not p.alive()]
         logger.error("%s stopped unexpectedly; stopping the rest", ", ".join(dead))
@@ -136,7 +146,7 @@ def run_dev(state_dir: Path) -> int:
         status = 1
     finally:
         # A second Ctrl-C must not cut the clean-up short.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, signal.SIG_IGN)
         devstack.stop_all(processes)
     return status

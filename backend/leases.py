@@ -29,11 +29,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
+from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from backend.jobs import JobStore, progress_payload
-from backend.models import JobState
+from backend.models import JobRecord, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,31 @@ def in_progress_key(job_id: str) -> str:
     return in_progress_key_prefix + job_id
 
 
-class Lease:
-    """One attempt's hold on one job. Use `held()` around the attempt."""
+class LeaseLost(Exception):
+    """The attempt no longer holds its job: it must stop without writing anything."""
 
-    def __init__(self, redis: Redis, prefix: str, job_id: str, seconds: float) -> None:
+
+class Lease:
+    """One attempt's hold on one job. Use `held()` around the attempt.
+
+    `tokens` is the worker's table of the leases its attempts hold (LeasedWorker reads it).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        job_id: str,
+        seconds: float,
+        tokens: dict[str, str] | None = None,
+    ) -> None:
         self.redis = redis
         self.job_id = job_id
         self.seconds = seconds
         self.token = secrets.token_hex(12)
         self.lost = False
+        self.tokens = {} if tokens is None else tokens
+        self._renewed_at = time.monotonic()
         self._keys = [in_progress_key(job_id), lease_table_key(prefix)]
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -95,7 +112,21 @@ class Lease:
             repr(expiry),
             mode,
         ]
-        return bool(await self._renew(keys=self._keys, args=args))
+        held = bool(await self._renew(keys=self._keys, args=args))
+        if held:
+            self._renewed_at = time.monotonic()
+        return held
+
+    def ensure_held(self) -> None:
+        """Raise LeaseLost unless the lease was renewed less than a lease ago.
+
+        Checked before every write of the job's record: an attempt that was frozen (a paused
+        VM, a stopped process) for longer than its lease wakes up here and stops, instead of
+        writing over the progress of the attempt that took the job meanwhile.
+        """
+        if self.lost or time.monotonic() - self._renewed_at >= self.seconds:
+            self.lost = True
+            raise LeaseLost(self.job_id)
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[Lease]:
@@ -105,6 +136,7 @@ class Lease:
         is True); the job is then another attempt's, or will be.
         """
         taken = False
+        self.tokens[self.job_id] = self.token
         with contextlib.suppress(RedisError, OSError):
             # arq has just marked the job for this worker alone.
             taken = await self.renew("take")
@@ -121,16 +153,15 @@ class Lease:
 
     async def _keep(self, attempt: asyncio.Task[Any] | None, taken: bool) -> None:
         interval = self.seconds / 3
-        renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
                 if await self.renew("renew" if taken else "take"):
-                    taken, renewed_at = True, time.monotonic()
+                    taken = True
                     continue
                 reason = "another attempt holds the job"
             except (RedisError, OSError) as exc:
-                if time.monotonic() - renewed_at < self.seconds - interval:
+                if time.monotonic() - self._renewed_at < self.seconds - interval:
                     logger.warning("could not renew the lease of job %s: %s", self.job_id, exc)
                     continue
                 reason = f"Redis unreachable for a whole lease ({exc})"
@@ -139,6 +170,48 @@ class Lease:
             if attempt is not None:
                 attempt.cancel()
             return
+
+
+class FencedJobStore(JobStore):
+    """The job store as one attempt sees it: no write once its lease may have lapsed."""
+
+    def __init__(self, store: JobStore, lease: Lease) -> None:
+        super().__init__(store.redis, prefix=store.prefix, ttl_seconds=store.ttl_seconds)
+        self.lease = lease
+
+    async def save(
+        self, record: JobRecord, event: str = "", data: dict[str, Any] | None = None
+    ) -> str | None:
+        self.lease.ensure_held()
+        return await super().save(record, event, data)
+
+
+class LeasedWorker(Worker):
+    """arq's Worker, made to respect leases when it finishes a job.
+
+    arq ends every run by deleting the job's in-progress key (and, for a finished job, the job
+    and its queue entry) without asking whose the key is now. After a lost lease it belongs to
+    the attempt that took the job over; deleting it would let a third attempt start, and
+    finishing the job would drop it from the queue under a running attempt. So a run whose
+    lease is no longer in the key leaves the job to its holder. A job this worker still runs
+    is not started a second time beside itself either.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lease_tokens: dict[str, str] = self.ctx.setdefault("lease_tokens", {})
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        token = self.lease_tokens.pop(job_id, None)
+        if token is not None:
+            holder = await self.pool.get(in_progress_key(job_id))
+            if holder != token.encode():
+                logger.warning("job %s changed hands during this run; leaving it be", job_id)
+                return
+        await super().finish_job(job_id, *args, **kwargs)
 
 
 async def lapsed(redis: Redis, prefix: str, now: float | None = None) -> list[str]:

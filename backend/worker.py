@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -68,13 +69,26 @@ async def build_archive_job(ctx: dict[str, Any], job_id: str) -> str:
     if record.status.is_terminal:
         return record.status.value
     attempt = int(ctx.get("job_try", 1))
+    settings = services.settings
     lease = leases.Lease(
-        services.redis, services.settings.key_prefix, job_id, services.settings.job_lease_seconds
+        services.redis,
+        settings.key_prefix,
+        job_id,
+        settings.job_lease_seconds,
+        ctx.get("lease_tokens"),
     )
+    # Every write of this attempt first checks that it still holds the job.
+    fenced = dataclasses.replace(services, store=leases.FencedJobStore(services.store, lease))
     # Every attempt continues the trace of the request that started the job.
     with bind_job(job_id), tracing.job_attempt_span(job_id, attempt, record.trace_context):
-        async with lease.held():
-            return await _attempt(services, record, attempt)
+        try:
+            async with lease.held():
+                return await _attempt(fenced, record, attempt)
+        except leases.LeaseLost:
+            # Handed back unwritten; LeasedWorker leaves the job alone if another attempt
+            # holds it now, else it runs again at once.
+            logger.warning("job %s attempt %d lost its lease; stopping", job_id, attempt)
+            raise Retry(defer=0) from None
 
 
 async def _attempt(services: Services, record: JobRecord, attempt: int) -> str:
@@ -84,6 +98,8 @@ async def _attempt(services: Services, record: JobRecord, attempt: int) -> str:
             await _run_attempt(services, record, attempt)
     except JobCancelled:
         return JobState.CANCELLED.value
+    except leases.LeaseLost:
+        raise
     except TimeoutError as exc:
         if deadline.expired():
             await _fail(
@@ -300,7 +316,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "handle_signals": True,
     }
     options.update(overrides)
-    worker = Worker(**options)
+    worker = leases.LeasedWorker(**options)
     # arq gives its in-progress key the job timeout + 10 s; a lease renewed by the attempt
     # (leases.py) lets another worker take a dead worker's job within seconds instead. The
     # sweeper cron holds no lease: if a sweep outlives one, a second may run; sweeps are

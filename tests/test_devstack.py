@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -201,3 +202,34 @@ def test_make_run_names_a_taken_port_and_never_says_running(tmp_path: Path) -> N
     assert "already in use" in output
     assert "running" not in output
     assert not marked_processes(mark)
+
+
+def test_make_run_stopped_while_it_starts_stops_what_it_started_and_never_says_running(
+    tmp_path: Path,
+) -> None:
+    mark = f"startup-{time.monotonic_ns()}"
+    make = start_make_run(tmp_path, free_port(), mark)
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(started) < 3 and time.monotonic() < deadline:  # make, supervisor, Redis
+            started |= descendants_of(make.pid)
+            time.sleep(0.05)
+        assert len(started) >= 2, "make run did not start"
+        signalled_at = time.monotonic()
+        os.kill(make.pid, signal.SIGHUP)
+        while time.monotonic() - signalled_at < 30:
+            started |= descendants_of(make.pid)
+            if not any(alive(pid) for pid in started | {make.pid}):
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - signalled_at
+        print(f"\nSIGHUP to make while starting: every process gone in {took:.1f} s")
+        assert not [pid for pid in started if alive(pid)]
+        assert took < 15  # target 10 s
+        output = make.stdout.read() if make.stdout else ""
+        assert "Longhaul is running" not in output
+    finally:
+        for pid in started | marked_processes(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -7,6 +7,8 @@ bound that leaves room for a loaded CI machine; the targets (README, Reliability
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import time
 from pathlib import Path
@@ -83,6 +85,42 @@ async def test_worker_killed_another_worker_resumes_the_job_within_a_lease(
         await one_archive_each(services, [job_id])
     finally:
         for process in (rescuer, doomed, api):
+            if process is not None:
+                process.stop()
+
+
+async def test_a_worker_paused_past_its_lease_leaves_the_job_to_the_worker_that_took_it(
+    isolated_env: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    env = {**isolated_env, **SLOW}
+    api = devstack.start_api(env, tmp_path)
+    paused = devstack.start_worker(env, tmp_path, name="paused")
+    taker = None
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            job_id = (await start(client, FILES))["job_id"]
+            await wait_until_running(client, job_id)
+            paused.popen.send_signal(signal.SIGSTOP)  # a frozen VM, a stopped container
+            taker = devstack.start_worker(env, tmp_path, name="taker")
+            await wait_until_running(client, job_id, attempt=2, timeout=60)
+            paused.popen.send_signal(signal.SIGCONT)
+            status = await wait_for_status(client, job_id, {"ready", "failed"}, 90)
+            assert status["status"] == "ready", status
+            assert status["attempt"] == 2
+            assert zip_digests(await fetch(status["download_url"])) == expected_digests(FILES)
+        attempts = [
+            json.loads(e.data)["attempt"]
+            for e in await services.store.events_after(job_id)
+            if e.event == "progress"
+        ]
+        assert attempts == sorted(attempts), "a stale attempt wrote over the new one"
+        await one_archive_each(services, [job_id])
+        assert paused.alive()
+        assert "lost its lease" in paused.log_tail(200)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            paused.popen.send_signal(signal.SIGCONT)
+        for process in (taker, paused, api):
             if process is not None:
                 process.stop()
 
