@@ -99,7 +99,12 @@ async def start_job(
         if bound_fingerprint != fingerprint:
             raise IdempotencyConflict(idempotency_key)
         if bound_job != job_id:
-            return await _replayed(services, bound_job)
+            replayed = await _replayed(services, bound_job, scope, idempotency_key)
+            if replayed is None:
+                # The request this repeats was refused at the cap (the only reason a key is
+                # given back), and so is its repeat, with the same answer.
+                raise _active_jobs_limited(services.settings.max_active_jobs_per_client)
+            return replayed
     record = JobRecord(
         job_id=job_id,
         owner=owner,
@@ -117,9 +122,7 @@ async def start_job(
     except ActiveJobsLimit:
         if idempotency_key is not None:
             await services.store.forget_idempotency_key(scope, idempotency_key)
-        raise RateLimited(
-            f"too many active jobs for this client (limit {limit}); wait for one to end", 5
-        ) from None
+        raise _active_jobs_limited(limit) from None
     job = await services.redis.enqueue_job(
         JOB_FUNCTION,
         record.job_id,
@@ -129,6 +132,12 @@ async def start_job(
     if job is None:
         raise EnqueueFailed(f"job {record.job_id} is already queued")
     return record
+
+
+def _active_jobs_limited(limit: int) -> RateLimited:
+    return RateLimited(
+        f"too many active jobs for this client (limit {limit}); wait for one to end", 5
+    )
 
 
 def idempotency_scope(owner: str, client: str | None) -> str:
@@ -149,12 +158,17 @@ def check_idempotency_key(key: str) -> None:
         )
 
 
-async def _replayed(services: Services, job_id: str) -> JobRecord:
+async def _replayed(
+    services: Services, job_id: str, scope: str, idempotency_key: str
+) -> JobRecord | None:
+    """The job a key is bound to; None once the key was given back without a job."""
     # The first request may still be writing its record: give it a moment.
     for _ in range(50):
         record = await services.store.get(job_id)
         if record is not None:
             return record
+        if not await services.store.idempotency_key_bound(scope, idempotency_key):
+            return None
         await asyncio.sleep(0.02)
     raise EnqueueFailed(f"job {job_id} of this Idempotency-Key was never recorded")
 

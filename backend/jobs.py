@@ -23,7 +23,10 @@ TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
 # Clients retry for minutes, not days; a day covers any sane retry policy.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only (\d would take any script's), each part an unsigned 64-bit integer as Redis
+# stream ids are.
+_STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+_MAX_STREAM_ID_PART = 2**64 - 1
 
 # KEYS: record, stream, owner index, expiry index, index of all jobs (for /ops), the client's
 # active jobs (a ZSET: job id -> when its record expires).
@@ -123,7 +126,10 @@ def parse_event_id(value: str) -> tuple[int, int] | None:
     match = _STREAM_ID.match(value.strip())
     if match is None:
         return None
-    return int(match.group(1)), int(match.group(2))
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > _MAX_STREAM_ID_PART or seq > _MAX_STREAM_ID_PART:
+        return None
+    return ms, seq
 
 
 def progress_payload(record: JobRecord) -> dict[str, Any]:
@@ -253,6 +259,9 @@ class JobStore:
         existing = _text(await self.redis.get(redis_key) or f"{fingerprint}:{job_id}")
         bound_fingerprint, _, bound_job = existing.partition(":")
         return bound_job, bound_fingerprint
+
+    async def idempotency_key_bound(self, scope: str, key: str) -> bool:
+        return bool(await self.redis.exists(self._idempotency_key(scope, key)))
 
     async def forget_idempotency_key(self, scope: str, key: str) -> None:
         """Unbind a key whose job was never created, so that a retry can make it."""

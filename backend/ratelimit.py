@@ -64,7 +64,11 @@ class StreamLease:
         self._member = member
 
     async def renew(self) -> None:
-        await self._redis.zadd(self._key, {self._member: time.time() + STREAM_LEASE_SECONDS})
+        """Keep the slot (and the client's set of slots) for another STREAM_LEASE_SECONDS."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._key, {self._member: time.time() + STREAM_LEASE_SECONDS})
+            pipe.expire(self._key, STREAM_LEASE_SECONDS)
+            await pipe.execute()
 
     async def release(self) -> None:
         # If Redis is away the lease simply runs out by itself.

@@ -15,6 +15,11 @@ def test_event_ids_parse_only_in_stream_form() -> None:
     assert parse_event_id(" 5-12 ") == (5, 12)
     for bad in ("", "5", "5-", "-5", "a-1", "1-2-3", "1.5-0", "9" * 21 + "-0"):
         assert parse_event_id(bad) is None
+    # Redis refuses these as stream ids: digits of other scripts, parts past 2**64 - 1.
+    assert parse_event_id("\u0661\u0667\u0669\u0665-0") is None
+    assert parse_event_id("\uff11-0") is None
+    assert parse_event_id(f"1-{2**64}") is None
+    assert parse_event_id(f"{2**64 - 1}-{2**64 - 1}") == (2**64 - 1, 2**64 - 1)
 
 
 def test_file_id_rules_beyond_types() -> None:

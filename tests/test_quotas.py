@@ -71,6 +71,28 @@ async def test_ending_a_job_gives_its_place_back(
         assert (await start(client, [1], headers=retry))["job_id"] == made["job_id"]
 
 
+async def test_a_double_click_at_the_cap_is_a_429_for_every_click_not_a_503(
+    two_capped_apis: list[devstack.Process],
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        base = two_capped_apis[0].url
+        for _ in range(CAP):
+            made = await client.post(f"{base}/v1/download/async", json={"file_ids": [1]})
+            assert made.status_code == 202
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"{two_capped_apis[n % 2].url}/v1/download/async",
+                    json={"file_ids": [1]},
+                    headers=key,
+                )
+                for n in range(20)
+            )
+        )
+    assert Counter(a.status_code for a in answers) == {429: 20}
+
+
 async def test_places_of_jobs_whose_records_expired_are_reclaimed(services: Services) -> None:
     # Records vanish by TTL when nothing ends them (a queue lost, a job never picked up).
     store = JobStore(services.redis, prefix=f"{services.settings.key_prefix}:ttl", ttl_seconds=1)

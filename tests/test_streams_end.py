@@ -12,18 +12,22 @@ import contextlib
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from litestar.response import ServerSentEventMessage
 
 from backend import devstack
+from backend.api import sse
 from backend.downloads import resume_point
 from backend.jobs import terminal_event_for
 from backend.models import JobRecord, JobState
+from backend.ratelimit import open_stream
 from backend.services import Services
 from tests.helpers import ReceivedEvent, collect_events, start
 from tests.test_security import token
@@ -195,3 +199,29 @@ async def test_every_terminal_event_ends_a_stream_resumed_after_it(
     assert await resume_point(services, record.job_id, events[-1].id) == (events[-1].id, True)
     assert await resume_point(services, record.job_id, events[0].id) == (events[0].id, False)
     assert await resume_point(services, record.job_id, None) == (None, False)
+
+
+async def test_a_busy_stream_keeps_its_slot_and_the_clients_set_alive(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream that is never idle sends no pings; its slot must be renewed all the same, or
+    # the client could open streams past its cap once the first lease ran out.
+    monkeypatch.setattr(sse, "STREAM_LEASE_SECONDS", 0.4)
+    redis = services.redis
+    lease = await open_stream(redis, services.settings.key_prefix, "busy-client", 5)
+    key = f"{services.settings.key_prefix}:streams:busy-client"
+    await redis.expire(key, 2)
+    (member, score), *_ = await redis.zrange(key, 0, 0, withscores=True)
+    await redis.zadd(key, {member: score - 110})  # as if the lease were nearly over
+
+    async def busy() -> AsyncGenerator[sse.Frame, None]:
+        for n in range(4):
+            await asyncio.sleep(0.15)
+            yield ServerSentEventMessage(event="progress", data=str(n), id=f"{n + 1}-0")
+
+    sent = [frame async for frame in sse._framed(busy(), lease)]
+    assert len(sent) == 5
+    (_, renewed), *_ = await redis.zrange(key, 0, 0, withscores=True)
+    assert renewed > time.time() + 60
+    assert await redis.ttl(key) > 60
+    await lease.release()

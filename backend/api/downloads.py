@@ -54,7 +54,9 @@ def decode_strictly(body: bytes) -> DownloadRequest:
 
 def read_last_event_id(header: str | None, query: str | None) -> str | None:
     """The resume point from the Last-Event-ID header (or `last_event_id`); 400 if malformed."""
-    value = header if header is not None else query
+    # An empty header says nothing; the query parameter (for clients that cannot set
+    # headers) may still say something.
+    value = header if header is not None and header.strip() else query
     if value is None or value.strip() == "":
         return None
     if parse_event_id(value) is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException, HTTPException, SerializationException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 EXPECTED = "application/json"
@@ -46,3 +46,7 @@ class JsonRequest(Request[Any, Any, Any]):
             return await super().json()
         except RecursionError as exc:
             raise ClientException(detail="body: JSON is nested too deeply to decode") from exc
+        except SerializationException as exc:
+            # msgspec's own words ("Input data was truncated"), said of the body.
+            reason = str(exc).removeprefix("JSON is malformed: ")
+            raise ClientException(detail=f"body: JSON is malformed: {reason}") from exc

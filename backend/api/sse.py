@@ -11,6 +11,7 @@ taken until its lease ran out (two minutes), and a few resets would lock the cli
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.exceptions import RedisError
 
-from backend.ratelimit import StreamLease, open_stream
+from backend.ratelimit import STREAM_LEASE_SECONDS, StreamLease, open_stream
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
@@ -65,12 +66,17 @@ async def _framed(
     frames: AsyncGenerator[Frame, None], lease: StreamLease
 ) -> AsyncIterator[ServerSentEventMessage]:
     yield ServerSentEventMessage(comment="stream open", retry=SSE_RETRY_MS, data=None)
+    renewed_at = time.monotonic()
     try:
         async for frame in frames:
+            # On a clock, not on idle pings only: a busy stream sends no pings, and a slot
+            # left to lapse would let the client open streams past its cap.
+            if time.monotonic() - renewed_at >= STREAM_LEASE_SECONDS / 4:
+                await lease.renew()
+                renewed_at = time.monotonic()
             if frame is None:
                 # Idle proxies (nginx, ALB, Cloudflare) close silent connections; a comment
                 # line keeps them open and is ignored by EventSource.
-                await lease.renew()
                 yield ServerSentEventMessage(comment="ping", data=None)
             else:
                 yield frame
