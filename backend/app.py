@@ -35,7 +35,7 @@ from backend.api.jsonbody import JsonRequest
 from backend.edges import wrap_every_answer
 from backend.events import EventHub
 from backend.pages import page_routes
-from backend.pages.ops import ops_page, ops_stats
+from backend.routes import CSRF_EXEMPT_GROUPS, DOCS_PATH, STATIC_PATH, path_patterns
 from backend.services import Services
 from backend.settings import Settings, load_settings
 
@@ -83,10 +83,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             list_files,
             health,
             *page_routes(),
-            ops_page,
-            ops_stats,
             create_static_files_router(
-                path="/static",
+                path=STATIC_PATH,
                 directories=[FRONTEND / "static"],
                 send_as_attachment=False,
                 name="static",
@@ -128,13 +126,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             cookie_httponly=True,
             cookie_samesite="lax",
             header_name="x-csrftoken",
-            exclude=["^/v1/", "^/health", "^/docs"],
+            exclude=path_patterns(CSRF_EXEMPT_GROUPS),
         ),
         openapi_config=OpenAPIConfig(
             title="Longhaul",
             version="1.0.0",
             description="Async bulk downloads: start a job, follow it, fetch one ZIP.",
-            path="/docs",
+            path=DOCS_PATH,
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         debug=False,

@@ -21,17 +21,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from backend.auth import client_identity
+from backend.routes import UNLIMITED_GROUPS, group_of
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 STREAM_LEASE_SECONDS = 120
-# Health checks, static files and API docs are never limited: load balancers and browsers
-# fetch them often, and they cost nothing. Exact paths, so "/healthz" and other unknown
-# paths are counted like any request.
-EXEMPT_PATHS = frozenset({"/health", "/docs"})
-EXEMPT_PREFIXES = ("/static/", "/docs/")
 # The headers every limited answer carries (cors.py exposes them to pages).
 LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -110,7 +106,8 @@ def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if scope["type"] != "http" or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES):
+        # Exact groups (routes.py): "/healthz" and other unknown paths count like any request.
+        if scope["type"] != "http" or group_of(path) in UNLIMITED_GROUPS:
             await app(scope, receive, send)
             return
         services: Services = scope["litestar_app"].state.services

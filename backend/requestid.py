@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from opentelemetry import trace
 
 from backend.logs import REQUEST_ID
+from backend.routes import QUIET_GROUPS, group_of
 
 HEADER = "X-Request-ID"
 # Letters, digits and a few separators: enough for UUIDs, nginx's hex ids and most tracers',
@@ -64,8 +65,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             # The client address is the one uvicorn took from X-Forwarded-For, and only when
             # the request came from a trusted proxy (FORWARDED_ALLOW_IPS).
             client = scope.get("client")
-            # Health probes and static files would drown the rest at INFO.
-            quiet = path.startswith(("/health", "/static/"))
+            quiet = group_of(path) in QUIET_GROUPS
             with trace.use_span(span, end_on_exit=False):
                 access_logger.log(
                     logging.DEBUG if quiet else logging.INFO,

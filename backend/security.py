@@ -5,6 +5,8 @@ from __future__ import annotations
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.routes import NO_CSP_GROUPS, group_of
+
 # Scripts only from our own origin (htmx and app.js are vendored), so an injected <script>
 # cannot run. Inline style attributes stay allowed: progress bars set their width that way.
 CONTENT_SECURITY_POLICY = (
@@ -12,8 +14,6 @@ CONTENT_SECURITY_POLICY = (
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
     "object-src 'none'"
 )
-# The API docs pages load their renderer from a CDN; they get no CSP of ours.
-_NO_CSP_PREFIXES = ("/docs",)
 HSTS = "max-age=31536000; includeSubDomains"
 
 
@@ -32,7 +32,7 @@ def security_headers_middleware(app: ASGIApp) -> ASGIApp:
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["X-Frame-Options"] = "DENY"
                 headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
-                if not path.startswith(_NO_CSP_PREFIXES):
+                if group_of(path) not in NO_CSP_GROUPS:
                     headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
                 if on_tls:
                     headers["Strict-Transport-Security"] = HSTS

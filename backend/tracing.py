@@ -133,9 +133,11 @@ def asgi_plugins() -> list[Any]:
         return []
     from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
+    from backend.routes import QUIET_GROUPS, path_patterns
+
     config = OpenTelemetryConfig(
         # Probes and static files are noise; one span per SSE message would be too.
-        exclude=["^/health", "^/static/"],
+        exclude=path_patterns(QUIET_GROUPS),
         exclude_spans=["receive", "send"],
     )
     return [OpenTelemetryPlugin(config)]

@@ -23,6 +23,7 @@ from backend.downloads import (
     UnknownJob,
 )
 from backend.ratelimit import RateLimited
+from backend.routes import HTML_GROUPS, group_of
 from backend.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _body(status_code: int, detail: str, extra: Any = None) -> dict[str, Any]:
 
 def _wants_page(request: Request[Any, Any, Any]) -> bool:
     return (
-        not request.url.path.startswith(("/v1/", "/health", "/docs", "/static/"))
+        group_of(request.url.path) in HTML_GROUPS
         and "text/html" in request.headers.get("accept", "")
         and "hx-request" not in request.headers
     )

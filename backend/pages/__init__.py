@@ -13,11 +13,12 @@ from backend.pages.downloads import (
     retry,
     start_download,
 )
+from backend.pages.ops import ops_page, ops_stats
 from backend.pages.stream import job_stream
 
 
 def page_routes() -> list[Any]:
-    """Route handlers of the browser pages."""
+    """Route handlers of the browser pages, the operator's included."""
     return [
         index,
         downloads_panel,
@@ -27,4 +28,6 @@ def page_routes() -> list[Any]:
         retry,
         download,
         job_stream,
+        ops_page,
+        ops_stats,
     ]

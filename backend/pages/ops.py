@@ -14,6 +14,7 @@ from litestar.response import Template
 from backend.models import JobState
 from backend.ops import Failure, OpsStats, gather_stats
 from backend.pages.views import STATE_LABELS
+from backend.routes import OPS_PATH
 from backend.services import Services
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -86,14 +87,14 @@ def stats_context(stats: OpsStats) -> dict[str, object]:
     }
 
 
-@get("/ops", include_in_schema=False)
+@get(OPS_PATH, include_in_schema=False)
 async def ops_page(services: Services) -> Template:
     """The operator page; its stats refresh themselves every few seconds."""
     context = stats_context(await gather_stats(services))
     return Template("ops.html", context=context, headers=NO_STORE)
 
 
-@get("/ops/stats", include_in_schema=False)
+@get(f"{OPS_PATH}/stats", include_in_schema=False)
 async def ops_stats(services: Services) -> Template:
     """The stats fragment the page polls."""
     context = stats_context(await gather_stats(services))
