@@ -11,7 +11,7 @@ WORKDIR /app
 # Editable install: the app finds its templates and static files next to the code (frontend/).
 COPY pyproject.toml README.md ./
 COPY backend ./backend
-RUN pip install -e . && useradd --system --uid 10001 --no-create-home longhaul
+RUN pip install -e '.[server]' && useradd --system --uid 10001 --no-create-home longhaul
 COPY frontend ./frontend
 
 USER longhaul

@@ -1,0 +1,64 @@
+"""The `longhaul` client installs and runs without the server's dependencies.
+
+`pip install longhaul` brings the client (msgspec, httpx, httpx-sse); `longhaul[server]` adds
+Litestar, arq, Redis, miniopy, stream-zip and OpenTelemetry. The client shares the wire types
+of backend/models.py, which need msgspec alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_ONLY = {
+    "litestar",
+    "arq",
+    "redis",
+    "miniopy_async",
+    "stream_zip",
+    "opentelemetry",
+    "uvicorn",
+    "jwt",
+    "jinja2",
+    "aiohttp",
+}
+
+
+def _name(requirement: str) -> str:
+    for stop in "[<>=!~; ":
+        requirement = requirement.split(stop, 1)[0]
+    return requirement.lower()
+
+
+def test_the_base_install_is_the_client_and_the_server_is_an_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {_name(r) for r in project["dependencies"]}
+    server = {_name(r) for r in project["optional-dependencies"]["server"]}
+    assert base == {"msgspec", "httpx", "httpx-sse"}
+    assert {"litestar", "arq", "redis", "miniopy-async", "stream-zip", "uvicorn"} <= server
+    assert "longhaul[server]" in project["optional-dependencies"]["dev"]
+    assert project["scripts"]["longhaul"] == "backend.client.cli:main"
+
+
+def test_the_client_imports_and_runs_without_any_server_module() -> None:
+    probe = """
+import contextlib, json, sys
+from backend.client.cli import main
+with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
+    main(["--help"])
+for command in ("download", "status", "cancel", "files"):
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
+        main([command, "--help"])
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "backend" in loaded and "httpx" in loaded
+    assert not loaded & SERVER_ONLY, sorted(loaded & SERVER_ONLY)
