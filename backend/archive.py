@@ -1,7 +1,8 @@
 """Streaming ZIP of source objects into a multipart upload: memory stays flat at any size.
 
-Bytes flow S3 GET -> stream-zip (ZIP64-capable, one member at a time) -> a part buffer of
-`part_size` -> S3 UploadPart. Nothing holds more than one part plus a few read chunks.
+Bytes flow catalogue read -> stream-zip (ZIP64-capable, one member at a time) -> a part buffer
+of `part_size` -> `Upload.write_part`. Nothing holds more than one part plus a few read chunks.
+Storage is reached only through `backend.storage`, so its failures arrive as StorageError.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from stat import S_IFREG
 
-import aiohttp
-from miniopy_async.datatypes import MultipartUploader
-from miniopy_async.error import S3Error
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 from stream_zip import NO_COMPRESSION_64, ZIP_64
 
 from backend import entrynames, tracing
-from backend.storage import SourceObject, Storage
+from backend.storage import SourceObject, Storage, StorageError, Upload
 from backend.zipstream import zip_stream
 
 _EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
@@ -79,6 +77,8 @@ async def build_archive(
 ) -> int:
     """Write one ZIP holding every source under its catalogue name to `key`; return its size.
 
+    `part_size` is the bytes per uploaded part (at least 5 MiB: S3's minimum for every part
+    but the last). Raises StorageError when storage fails, or whatever `on_progress` raises.
     On any error or cancellation the partial multipart upload is aborted, so no half archive
     and no orphaned parts are left behind.
     """
@@ -110,7 +110,7 @@ async def build_archive(
     def compressor() -> zlib._Compress:
         return zlib.compressobj(level=compression_level, wbits=-zlib.MAX_WBITS)
 
-    uploader = storage.uploader(key)
+    upload = storage.start_upload(key)
     buffer = bytearray()
     part_number = 0
     size = 0
@@ -124,20 +124,20 @@ async def build_archive(
             size += len(chunk)
             if len(buffer) >= part_size:
                 part_number += 1
-                await _upload_part(storage, uploader, bytes(buffer), part_number)
+                await _upload_part(upload, bytes(buffer), part_number)
                 buffer.clear()
         if buffer or part_number == 0:
             part_number += 1
-            await _upload_part(storage, uploader, bytes(buffer), part_number)
+            await _upload_part(upload, bytes(buffer), part_number)
         with tracing.tracer().start_as_current_span("s3.complete_upload"):
-            await uploader.complete()
-    except BaseException as exc:
-        # Bounded: a frozen server must not hold a cancelled attempt (or a stopping worker).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(storage.settings.s3_read_timeout_seconds + 1):
-                await asyncio.shield(_abort_quietly(uploader))
-        if isinstance(exc, S3Error | aiohttp.ClientError | OSError | TimeoutError):
-            raise storage.failure(f"write archive {key!r}", exc) from exc
+            await upload.complete()
+    except BaseException:
+        # Shielded so a cancelled attempt still drops its parts; the store bounds the abort's
+        # time. If storage is what failed, a lifecycle rule on the results bucket (or the next
+        # attempt's abort_pending_uploads) sweeps the parts, and the first error is the one
+        # worth reporting.
+        with contextlib.suppress(StorageError):
+            await asyncio.shield(upload.abort())
         raise
     return size
 
@@ -164,19 +164,7 @@ async def _traced_file(
         span.end()
 
 
-async def _upload_part(
-    storage: Storage, uploader: MultipartUploader, data: bytes, number: int
-) -> None:
+async def _upload_part(upload: Upload, data: bytes, number: int) -> None:
     attributes = {"s3.part_number": number, "size": len(data)}
     with tracing.tracer().start_as_current_span("s3.upload_part", attributes=attributes):
-        await storage.upload_part(uploader, data, number)
-
-
-async def _abort_quietly(uploader: object) -> None:
-    try:
-        if getattr(uploader, "_upload_id", ""):
-            await uploader.abort()  # type: ignore[attr-defined]
-    except Exception:
-        # The upload may never have started or S3 may be the thing that failed; a lifecycle
-        # rule on the results bucket sweeps parts that could not be aborted.
-        pass
+        await upload.write_part(data, number)

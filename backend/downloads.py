@@ -14,16 +14,15 @@ from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 import msgspec
-from arq.constants import abort_jobs_ss
 
-from backend import tracing
+from backend import queue, tracing
 from backend.events import EventHub
-from backend.jobs import ActiveJobsLimit, is_terminal_event, parse_event_id, terminal_event_for
+from backend.jobevents import JobEventName, ended_event, is_terminal_event
+from backend.jobs import ActiveJobsLimit, parse_event_id
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.ratelimit import RateLimited
 from backend.services import Services
-from backend.worker import JOB_FUNCTION
 
 _JOB_ID_LENGTH = 32
 
@@ -123,13 +122,7 @@ async def start_job(
         if idempotency_key is not None:
             await services.store.forget_idempotency_key(scope, idempotency_key)
         raise _active_jobs_limited(limit) from None
-    job = await services.redis.enqueue_job(
-        JOB_FUNCTION,
-        record.job_id,
-        _job_id=record.job_id,
-        _queue_name=services.settings.queue_name,
-    )
-    if job is None:
+    if not await queue.enqueue(services.redis, services.settings, record.job_id):
         raise EnqueueFailed(f"job {record.job_id} is already queued")
     return record
 
@@ -205,15 +198,13 @@ async def cancel_job(services: Services, record: JobRecord) -> JobRecord:
         raise JobAlreadyFinished(record)
     record.status = JobState.CANCELLED
     record.finished_at = time.time()
-    saved = await services.store.save(
-        record, terminal_event_for(JobState.CANCELLED), {"status": "cancelled"}
-    )
+    saved = await services.store.save(record, ended_event(record))
     if saved is None:
         current = await services.store.get(record.job_id)
         raise JobAlreadyFinished(current or record)
-    # arq's abort set: the worker cancels the task, and the archive code aborts the
-    # multipart upload on the way out.
-    await services.redis.zadd(abort_jobs_ss, {record.job_id: int(time.time() * 1000)})
+    # The worker cancels the task, and the archive code aborts the multipart upload on the
+    # way out.
+    await queue.request_abort(services.redis, record.job_id)
     return record
 
 
@@ -262,8 +253,10 @@ async def job_events(
     async for event in hub.subscribe(
         record.job_id, last_event_id, idle_seconds=services.settings.sse_ping_seconds
     ):
-        if event is not None and event.event == "completed":
+        if event is not None and event.event == JobEventName.COMPLETED:
             current = await services.store.get(record.job_id) or record
+            # Patched as JSON rather than decoded into CompletedEvent: events stored before
+            # the store wrote `download_url` (as null) lack the field, and only it changes here.
             data = msgspec.json.decode(event.data)
             if current.status is JobState.EXPIRED:
                 data["download_url"] = None  # the archive is gone; an `expired` event follows

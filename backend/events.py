@@ -19,7 +19,8 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from backend.jobs import JobStore, LiveMessage, is_terminal_event, parse_event_id
+from backend.jobevents import is_terminal_event
+from backend.jobs import JobStore, LiveMessage, parse_event_id
 from backend.models import JobEvent
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class EventHub:
         """Yield the job's events after `last_event_id`, history first, then live.
 
         Yields None after `idle_seconds` without an event (the caller sends a keep-alive) and
-        returns after the terminal event (completed, failed or cancelled).
+        returns after the terminal event (jobevents.TERMINAL_EVENTS).
         """
         subscriber = _Subscriber()
         self._subscribers[job_id].add(subscriber)

@@ -16,9 +16,8 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from backend.jobevents import JobEventData, ended_event, progress_event
 from backend.models import TERMINAL_STATES, JobEvent, JobRecord, JobState
-
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
 
 # Clients retry for minutes, not days; a day covers any sane retry policy.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -132,20 +131,6 @@ def parse_event_id(value: str) -> tuple[int, int] | None:
     return ms, seq
 
 
-def progress_payload(record: JobRecord) -> dict[str, Any]:
-    """The data of a `progress` event: everything a progress bar needs."""
-    return {
-        "status": record.status.value,
-        "progress": record.progress,
-        "processed_files": record.processed_files,
-        "total_files": record.total_files,
-        "bytes_processed": record.bytes_processed,
-        "bytes_total": record.bytes_total,
-        "attempt": record.attempt,
-        "max_attempts": record.max_attempts,
-    }
-
-
 class JobStore:
     """Create, read and change job records and their event streams in Redis."""
 
@@ -168,7 +153,7 @@ class JobStore:
     async def expire(self, record: JobRecord) -> str | None:
         """Move a `ready` job to `expired` (its archive is gone); None if it was not ready."""
         record.status = JobState.EXPIRED
-        return await self._run(record, "expire", "expired", {"status": "expired"})
+        return await self._run(record, "expire", ended_event(record))
 
     async def due_for_expiry(self, now: float, limit: int = 100) -> list[str]:
         """Ids of ready jobs whose archives are past their time."""
@@ -201,24 +186,22 @@ class JobStore:
         """
         if not record.created_at:
             record.created_at = time.time()
-        await self._run(record, "create", "progress", progress_payload(record), active_limit)
+        await self._run(record, "create", progress_event(record), active_limit)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(self.record_key(job_id))
         return None if raw is None else _record_decoder.decode(raw)
 
-    async def save(
-        self, record: JobRecord, event: str = "", data: dict[str, Any] | None = None
-    ) -> str | None:
-        """Write the record and append `event` (if any) in one step.
+    async def save(self, record: JobRecord, event: JobEventData | None = None) -> str | None:
+        """Write the record and append `event` (if any) in one step, named by `event.name`.
 
         Returns the event's id ("" without an event), or None when the job is already in a
         terminal state (or gone) and so was left untouched.
         """
-        return await self._run(record, "update", event, data or {})
+        return await self._run(record, "update", event)
 
     async def save_progress(self, record: JobRecord) -> str | None:
-        return await self.save(record, "progress", progress_payload(record))
+        return await self.save(record, progress_event(record))
 
     async def events_after(
         self, job_id: str, last_id: str | None = None, count: int | None = None
@@ -280,8 +263,7 @@ class JobStore:
         self,
         record: JobRecord,
         mode: str,
-        event: str,
-        data: dict[str, Any],
+        event: JobEventData | None,
         active_limit: int | None = None,
     ) -> str | None:
         result = await self._script(
@@ -296,8 +278,8 @@ class JobStore:
             args=[
                 _encoder.encode(record),
                 record.status.value,
-                event,
-                _encoder.encode(data).decode() if event else "",
+                "" if event is None else event.name.value,
+                "" if event is None else _encoder.encode(event).decode(),
                 self.ttl_seconds,
                 self.channel,
                 record.job_id,
@@ -324,16 +306,3 @@ def _event_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> JobEvent
     return JobEvent(
         id=_text(entry_id), event=decoded.get("event", "message"), data=decoded.get("data", "{}")
     )
-
-
-def is_terminal_event(event: str) -> bool:
-    return event in TERMINAL_EVENTS
-
-
-def terminal_event_for(state: JobState) -> str:
-    return {
-        JobState.READY: "completed",
-        JobState.FAILED: "failed",
-        JobState.CANCELLED: "cancelled",
-        JobState.EXPIRED: "expired",
-    }[state]

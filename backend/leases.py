@@ -28,13 +28,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
-from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from backend.jobs import JobStore, progress_payload
+from backend.jobevents import JobEventData, stalled_event
+from backend.jobs import JobStore
 from backend.models import JobRecord, JobState
+from backend.queue import in_progress_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ return 1
 
 def lease_table_key(prefix: str) -> str:
     return f"{prefix}:leases"
-
-
-def in_progress_key(job_id: str) -> str:
-    """arq's marker of a running job (arq.constants); its TTL is our lease."""
-    return in_progress_key_prefix + job_id
 
 
 class LeaseLost(Exception):
@@ -179,39 +174,9 @@ class FencedJobStore(JobStore):
         super().__init__(store.redis, prefix=store.prefix, ttl_seconds=store.ttl_seconds)
         self.lease = lease
 
-    async def save(
-        self, record: JobRecord, event: str = "", data: dict[str, Any] | None = None
-    ) -> str | None:
+    async def save(self, record: JobRecord, event: JobEventData | None = None) -> str | None:
         self.lease.ensure_held()
-        return await super().save(record, event, data)
-
-
-class LeasedWorker(Worker):
-    """arq's Worker, made to respect leases when it finishes a job.
-
-    arq ends every run by deleting the job's in-progress key (and, for a finished job, the job
-    and its queue entry) without asking whose the key is now. After a lost lease it belongs to
-    the attempt that took the job over; deleting it would let a third attempt start, and
-    finishing the job would drop it from the queue under a running attempt. So a run whose
-    lease is no longer in the key leaves the job to its holder. A job this worker still runs
-    is not started a second time beside itself either.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lease_tokens: dict[str, str] = self.ctx.setdefault("lease_tokens", {})
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
-
-    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
-        token = self.lease_tokens.pop(job_id, None)
-        if token is not None:
-            holder = await self.pool.get(in_progress_key(job_id))
-            if holder != token.encode():
-                logger.warning("job %s changed hands during this run; leaving it be", job_id)
-                return
-        await super().finish_job(job_id, *args, **kwargs)
+        return await super().save(record, event)
 
 
 async def lapsed(redis: Redis, prefix: str, now: float | None = None) -> list[str]:
@@ -233,8 +198,7 @@ async def mark_stalled(store: JobStore, job_id: str) -> bool:
     if record is None or record.status is not JobState.PROCESSING or record.retry_at:
         return False
     record.stalled_at = time.time()
-    payload = progress_payload(record) | {"reason": "waiting for a worker"}
-    return await store.save(record, "stalled", payload) is not None
+    return await store.save(record, stalled_event(record)) is not None
 
 
 async def watch_lapsed(store: JobStore, interval: float) -> None:

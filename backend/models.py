@@ -80,6 +80,23 @@ class JobRecord(Struct, kw_only=True):
     finished_at: float | None = None
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
 
+    # The one definition of each in-between condition of `processing`: the pages and the
+    # public status ask the record rather than re-deriving them from its fields.
+    @property
+    def waiting_to_retry(self) -> bool:
+        """An attempt failed and the next one waits out its backoff (until `retry_at`)."""
+        return self.status is JobState.PROCESSING and self.retry_at is not None
+
+    @property
+    def retrying(self) -> bool:
+        """On a second or later attempt, or waiting to start one."""
+        return self.status is JobState.PROCESSING and (self.attempt > 1 or self.waiting_to_retry)
+
+    @property
+    def waiting_for_worker(self) -> bool:
+        """The attempt's worker was lost (its lease lapsed) and no other has taken the job."""
+        return self.status is JobState.PROCESSING and self.stalled_at is not None
+
 
 class JobStatus(Struct, kw_only=True):
     """The public view of a job (GET /v1/download/status/{job_id}, and the POST's 202 body)."""
@@ -149,7 +166,7 @@ def status_of(
         max_attempts=record.max_attempts,
         skipped_file_ids=record.skipped_file_ids,
         stalled_at=record.stalled_at,
-        waiting_for_worker=record.stalled_at is not None and record.status is JobState.PROCESSING,
+        waiting_for_worker=record.waiting_for_worker,
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
@@ -158,68 +175,3 @@ def status_of(
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
     )
-
-
-# The data of each SSE event (GET /v1/download/subscribe/{job_id}), by event name: the worker
-# and the job store write these payloads, clients decode them, the OpenAPI schema shows them.
-
-
-class ProgressEvent(Struct, kw_only=True):
-    """`event: progress`: everything a progress bar needs."""
-
-    status: JobState
-    progress: Annotated[int, Meta(ge=0, le=100)]
-    processed_files: int
-    total_files: int
-    bytes_processed: int
-    bytes_total: int
-    attempt: int
-    max_attempts: int
-
-
-class RetryingEvent(ProgressEvent, kw_only=True):
-    """`event: retrying`: an attempt failed with `error`; the next starts in `retry_in` s."""
-
-    error: str
-    retry_in: float
-
-
-class StalledEvent(ProgressEvent, kw_only=True):
-    """`event: stalled`: the worker running the job was lost (its lease lapsed); the job
-    waits for another worker, which resumes it with a new attempt."""
-
-    reason: str
-
-
-class CompletedEvent(Struct, kw_only=True):
-    """`event: completed`: the archive is ready at `download_url` (presigned, one hour)."""
-
-    # None when the archive has expired since (an `expired` event follows).
-    download_url: str | None
-    archive_size: int
-    total_files: int
-    skipped_file_ids: list[int]
-
-
-class FailedEvent(Struct, kw_only=True):
-    """`event: failed`: the last attempt failed; `error` says why."""
-
-    error: str
-    attempt: int
-
-
-class EndedEvent(Struct, kw_only=True):
-    """`event: cancelled` and `event: expired`: the job ended without (or lost) its archive."""
-
-    status: JobState
-
-
-JOB_EVENTS: dict[str, type[Struct]] = {
-    "progress": ProgressEvent,
-    "retrying": RetryingEvent,
-    "stalled": StalledEvent,
-    "completed": CompletedEvent,
-    "failed": FailedEvent,
-    "cancelled": EndedEvent,
-    "expired": EndedEvent,
-}

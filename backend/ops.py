@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import socket
 import sys
 import time
@@ -24,7 +23,7 @@ import msgspec
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from backend import tracing
+from backend import queue, tracing
 from backend.models import JobRecord, JobState
 from backend.services import Services
 from backend.settings import Settings, load_settings
@@ -35,7 +34,6 @@ RECENT_FAILURES = 10
 JOB_REF_LENGTH = 8
 
 _decoder = msgspec.json.Decoder(JobRecord)
-_ONGOING = re.compile(r"j_ongoing=(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +86,6 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def heartbeat_pattern(settings: Settings, host: str = "*") -> str:
-    # Matches worker.heartbeat_key(): <queue>:worker:<host>:<pid>.
-    return f"{settings.queue_name}:worker:{host}:*"
-
-
 def summarize(records: Sequence[JobRecord]) -> tuple[dict[str, int], list[Failure], Durations]:
     """Jobs by state, the latest failures and duration percentiles of `records` (newest first)."""
     by_state = {state.value: 0 for state in JobState}
@@ -131,36 +124,14 @@ async def _recent_records(services: Services) -> list[JobRecord]:
     return [_decoder.decode(raw) for raw in await services.redis.mget(keys) if raw is not None]
 
 
-async def _workers(services: Services) -> tuple[int, int]:
-    """Live workers (fresh heartbeats) and the jobs they say they are running."""
-    pattern = heartbeat_pattern(services.settings)
-    keys = [k async for k in services.redis.scan_iter(pattern, count=1000)]
-    if not keys:
-        return 0, 0
-    beats = await services.redis.mget(keys)
-    running = 0
-    for beat in beats:
-        match = _ONGOING.search(beat.decode() if isinstance(beat, bytes) else str(beat or ""))
-        running += int(match.group(1)) if match else 0
-    return sum(beat is not None for beat in beats), running
-
-
-async def _queue(services: Services) -> tuple[int, int]:
-    """Jobs due now and jobs deferred (retries waiting out their backoff) in arq's queue."""
-    queue = services.settings.queue_name
-    now_ms = int(time.time() * 1000)
-    total, ready = await asyncio.gather(
-        services.redis.zcard(queue), services.redis.zcount(queue, "-inf", now_ms)
-    )
-    return int(ready), int(total) - int(ready)
-
-
 async def gather_stats(services: Services) -> OpsStats:
     """Everything /ops shows. Never raises for an unreachable Redis or S3: it says so."""
     storage_ok = await services.storage.ping()
     try:
         records, (workers, running), (ready, deferred) = await asyncio.gather(
-            _recent_records(services), _workers(services), _queue(services)
+            _recent_records(services),
+            queue.live_workers(services.redis, services.settings),
+            queue.depth(services.redis, services.settings),
         )
         redis_ok = True
     except (RedisError, OSError):
@@ -193,7 +164,7 @@ def worker_alive_here(settings: Settings, host: str | None = None) -> bool:
     """Whether a worker on this host has a fresh heartbeat (health checks are not async)."""
     client = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
     try:
-        pattern = heartbeat_pattern(settings, host or socket.gethostname())
+        pattern = queue.heartbeat_pattern(settings, host or socket.gethostname())
         return any(True for _ in client.scan_iter(pattern, count=1000))
     except RedisError:
         return False

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 
 from backend.jobs import JobStore
+from backend.queue import QueueRedis
 from backend.settings import Settings
 from backend.storage import Storage
 
@@ -20,7 +20,7 @@ from backend.storage import Storage
 class Services:
     settings: Settings
     # Commands: short timeouts, so a Redis outage turns into a quick, clear error.
-    redis: ArqRedis
+    redis: QueueRedis
     # The one long-lived pub/sub reader of this process (no read timeout: it idles for long).
     listener: Redis
     storage: Storage
@@ -36,7 +36,7 @@ class Services:
             health_check_interval=30,
             retry_on_timeout=False,
         )
-        redis = ArqRedis(connection_pool=pool)
+        redis = QueueRedis(connection_pool=pool)
         # Named so operators (and tests) can find each process's single event reader.
         listener = Redis.from_url(
             settings.redis_url,

@@ -13,37 +13,42 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
-import socket
 import time
 from typing import Any
 
-import aiohttp
-from arq import Retry
-from arq.connections import RedisSettings
-from arq.cron import cron
-from arq.worker import Function, Worker, func
-from miniopy_async.error import S3Error
 from redis.exceptions import RedisError
 
 from backend import leases, tracing
 from backend.archive import ArchiveProgress, build_archive, entry_names
 from backend.expiry import sweep_cron
-from backend.jobs import progress_payload
+from backend.jobevents import completed_event, failed_event, retrying_event
 from backend.logs import bind_job
 from backend.models import JobRecord, JobState
+from backend.queue import (
+    BUILD_ARCHIVE,
+    HEARTBEAT_SECONDS,
+    Function,
+    RedisSettings,
+    Retry,
+    Worker,
+    cron,
+    func,
+    heartbeat_key,
+    leased_worker,
+    queue_key,
+)
 from backend.services import Services
 from backend.settings import Settings, load_settings
 from backend.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNCTION = "build_archive"
 # Worker crashes also consume attempts; past this many extra runs the job is given up.
 CRASH_ALLOWANCE = 5
 PROGRESS_INTERVAL = 0.5
-# S3 and network errors are worth another attempt; anything else is a bug and fails at once.
-TRANSIENT_ERRORS = (StorageError, S3Error, aiohttp.ClientError, RedisError, OSError, TimeoutError)
+# Storage (every S3 failure arrives as StorageError), Redis and network errors are worth another
+# attempt; anything else is a bug and fails at once.
+TRANSIENT_ERRORS = (StorageError, RedisError, OSError, TimeoutError)
 
 
 class JobCancelled(Exception):
@@ -195,12 +200,7 @@ async def _run_attempt(services: Services, record: JobRecord, attempt: int) -> N
     record.error = None
     record.finished_at = time.time()
     record.archive_expires_at = record.finished_at + settings.archive_ttl_seconds
-    data = {
-        "archive_size": size,
-        "total_files": record.total_files,
-        "skipped_file_ids": record.skipped_file_ids,
-    }
-    if await store.save(record, "completed", data) is None:
+    if await store.save(record, completed_event(record)) is None:
         # Cancelled at the last moment: the archive must not outlive the job.
         await services.storage.delete(key)
         raise JobCancelled
@@ -229,8 +229,7 @@ async def _after_transient(
         "job %s attempt %d failed (%s); retrying in %.1fs", record.job_id, attempt, message, delay
     )
     try:
-        payload = progress_payload(record) | {"error": message, "retry_in": delay}
-        saved = await services.store.save(record, "retrying", payload)
+        saved = await services.store.save(record, retrying_event(record, retry_in=delay))
     except RedisError:
         saved = ""  # Redis itself is the fault; the retry still goes ahead.
     if saved is None:
@@ -245,7 +244,7 @@ async def _fail(services: Services, record: JobRecord, message: str) -> None:
     record.last_error = message
     record.retry_at = None
     record.finished_at = time.time()
-    await services.store.save(record, "failed", {"error": message, "attempt": record.attempt})
+    await services.store.save(record, failed_event(record))
 
 
 def _describe(exc: BaseException) -> str:
@@ -281,17 +280,10 @@ def job_function(settings: Settings) -> Function:
     # arq's would only cancel the task.
     return func(
         build_archive_job,
-        name=JOB_FUNCTION,
+        name=BUILD_ARCHIVE,
         timeout=settings.job_timeout_seconds + 5,
         max_tries=settings.max_attempts + CRASH_ALLOWANCE + 1,
     )
-
-
-HEARTBEAT_SECONDS = 5
-
-
-def heartbeat_key(settings: Settings) -> str:
-    return f"{settings.queue_name}:worker:{socket.gethostname()}:{os.getpid()}"
 
 
 def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
@@ -302,7 +294,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         # Every worker runs the sweep; arq's unique cron job ids keep it to one run a minute.
         "cron_jobs": [cron(sweep_cron, name="sweep_expired", second=0, timeout=60)],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
-        "queue_name": settings.queue_name,
+        "queue_name": queue_key(settings),
         "max_jobs": settings.worker_concurrency,
         "on_startup": _startup,
         "on_shutdown": _shutdown,
@@ -316,13 +308,11 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "handle_signals": True,
     }
     options.update(overrides)
-    worker = leases.LeasedWorker(**options)
     # arq gives its in-progress key the job timeout + 10 s; a lease renewed by the attempt
     # (leases.py) lets another worker take a dead worker's job within seconds instead. The
     # sweeper cron holds no lease: if a sweep outlives one, a second may run; sweeps are
     # idempotent.
-    worker.in_progress_timeout_s = settings.job_lease_seconds
-    return worker
+    return leased_worker(settings.job_lease_seconds, **options)
 
 
 def serve(settings: Settings) -> None:

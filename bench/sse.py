@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
+import msgspec
+
 from backend import devstack
+from backend.jobevents import ProgressEvent, progress_event
 from backend.models import JobRecord
 from backend.owners import PUBLIC_OWNER
 from backend.services import Services
@@ -125,6 +128,12 @@ async def _open(
     return list(await asyncio.gather(*(one(n) for n in range(first, len(records)))))
 
 
+class TimedProgressEvent(ProgressEvent, kw_only=True):
+    """A real `progress` event that also carries when the bench sent it (clients ignore it)."""
+
+    sent: float
+
+
 async def _publish(services: Services, records: list[JobRecord], count: int, rate: float) -> None:
     """`count` progress events at `rate`/s, each to a random subscribed job."""
     chooser = random.Random(7)
@@ -134,9 +143,9 @@ async def _publish(services: Services, records: list[JobRecord], count: int, rat
         if delay > 0:
             await asyncio.sleep(delay)
         record = chooser.choice(records)
-        await services.store.save(
-            record, "progress", {"progress": k % 100, "sent": time.perf_counter()}
-        )
+        record.progress = k % 100
+        figures = msgspec.structs.asdict(progress_event(record))
+        await services.store.save(record, TimedProgressEvent(**figures, sent=time.perf_counter()))
 
 
 def _socket_inodes(pid: int) -> set[str]:

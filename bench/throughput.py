@@ -44,8 +44,10 @@ async def seed(services: Services, count: int, size: int, part_size: int) -> Non
     storage = services.storage
 
     async def one(file_id: int) -> None:
-        uploader = storage.client.multipart_uploader(
-            storage.source_bucket, catalogue_key(file_id, f"file-{file_id:03d}.bin")
+        upload = storage.store.start_upload(
+            storage.source_bucket,
+            catalogue_key(file_id, f"file-{file_id:03d}.bin"),
+            "application/octet-stream",
         )
         sent, part = 0, 0
         while sent < size:
@@ -53,9 +55,9 @@ async def seed(services: Services, count: int, size: int, part_size: int) -> Non
             part += 1
             # A distinct head per part keeps parts from being byte-identical.
             head = f"{file_id}:{part}:".encode()
-            await uploader.upload_part(head + block[len(head) : n], part)
+            await upload.write_part(head + block[len(head) : n], part)
             sent += n
-        await uploader.complete()
+        await upload.complete()
 
     for start in range(1, count + 1, 4):
         await asyncio.gather(*(one(i) for i in range(start, min(start + 4, count + 1))))
@@ -65,7 +67,7 @@ async def raw_copy(services: Services, sources: list[SourceObject], part_size: i
     """Seconds to copy the sources' bytes into one multipart object, no ZIP in between."""
     storage = services.storage
     started = time.perf_counter()
-    uploader = storage.uploader(f"raw-copy/{time.monotonic_ns()}.bin", "application/octet-stream")
+    upload = storage.start_upload(f"raw-copy/{time.monotonic_ns()}.bin", "application/octet-stream")
     buffer = bytearray()
     part = 0
     for source in sources:
@@ -73,12 +75,12 @@ async def raw_copy(services: Services, sources: list[SourceObject], part_size: i
             buffer += chunk
             if len(buffer) >= part_size:
                 part += 1
-                await uploader.upload_part(bytes(buffer), part)
+                await upload.write_part(bytes(buffer), part)
                 buffer.clear()
     if buffer:
         part += 1
-        await uploader.upload_part(bytes(buffer), part)
-    await uploader.complete()
+        await upload.write_part(bytes(buffer), part)
+    await upload.complete()
     return time.perf_counter() - started
 
 

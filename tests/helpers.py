@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-TERMINAL = {"completed", "failed", "cancelled"}
+from backend.jobevents import TERMINAL_EVENTS
 
 
 @dataclass
@@ -51,7 +51,7 @@ async def collect_events(
                 if not sse.data:  # a keep-alive or `retry:` frame, not an event
                     continue
                 received.append(ReceivedEvent(sse.id, sse.event, json.loads(sse.data)))
-                if sse.event in TERMINAL or (limit is not None and len(received) >= limit):
+                if sse.event in TERMINAL_EVENTS or (limit is not None and len(received) >= limit):
                     return
 
     await asyncio.wait_for(read(), timeout)
@@ -114,7 +114,7 @@ async def follow_with_reconnects(
                             continue
                         last_id = sse.id
                         yield sse.id, sse.event
-                        if sse.event in TERMINAL:
+                        if sse.event in TERMINAL_EVENTS:
                             return
         except httpx.TransportError:
             pass

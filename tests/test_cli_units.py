@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backend.client.errors import VerificationFailed
-from backend.client.follow import JobView
-from backend.client.progress import ProgressBar, Rate, human_bytes, human_duration
+from backend.client.follow import JobProgress
+from backend.client.progress import ProgressBar, Rate, format_iec_size, human_duration
 from backend.client.verify import verify_archive
+from backend.jobevents import JobEventData, decode_event
 
 
 class Terminal(io.StringIO):
@@ -82,42 +85,56 @@ def test_speed_forgets_old_samples_and_restarts() -> None:
 
 
 def test_human_units() -> None:
-    assert human_bytes(1023) == "1023 B"
-    assert human_bytes(1536) == "1.5 KiB"
-    assert human_bytes(5 * 1024**4) == "5120.0 GiB"
+    assert format_iec_size(1023) == "1023 B"
+    assert format_iec_size(1536) == "1.5 KiB"
+    assert format_iec_size(5 * 1024**4) == "5120.0 GiB"
     assert human_duration(59.6) == "1:00"
     assert human_duration(3725) == "1:02:05"
 
 
+def decoded(event: str, data: dict[str, Any]) -> JobEventData:
+    """`data` as the client decodes it off the wire."""
+    found = decode_event(event, json.dumps(data))
+    assert found is not None
+    return found
+
+
+PROGRESS = {
+    "status": "processing",
+    "progress": 40,
+    "processed_files": 1,
+    "total_files": 3,
+    "bytes_processed": 40,
+    "bytes_total": 100,
+    "attempt": 1,
+    "max_attempts": 4,
+}
+
+
 def test_events_update_the_view_and_carry_their_server_time() -> None:
-    view = JobView("j")
-    view.apply_event(
-        "progress",
-        {
-            "status": "processing",
-            "progress": 40,
-            "processed_files": 1,
-            "total_files": 3,
-            "bytes_processed": 40,
-            "bytes_total": 100,
-            "attempt": 1,
-            "max_attempts": 4,
-        },
-        "1795917627124-0",
-    )
+    view = JobProgress("j")
+    view.apply_event(decoded("progress", PROGRESS), "1795917627124-0")
     assert (view.status, view.progress, view.processed_files, view.at) == (
         "processing",
         40,
         1,
         1795917627.124,
     )
-    view.apply_event(
-        "retrying", {"status": "processing", "attempt": 1, "error": "S3 down", "retry_in": 2.0}
-    )
+    view.apply_event(decoded("retrying", PROGRESS | {"error": "S3 down", "retry_in": 2.0}))
     assert (view.error, view.retry_in, view.at) == ("S3 down", 2.0, None)
-    view.apply_event("completed", {"download_url": "http://x", "total_files": 3})
+    view.apply_event(
+        decoded(
+            "completed",
+            {
+                "download_url": "http://x",
+                "total_files": 3,
+                "archive_size": 300,
+                "skipped_file_ids": [],
+            },
+        )
+    )
     assert (view.status, view.progress, view.error) == ("ready", 100, None)
-    view.apply_event("cancelled", {"status": "cancelled"})
+    view.apply_event(decoded("cancelled", {"status": "cancelled"}))
     assert view.status == "cancelled"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend.downloads import InvalidInput, check_file_ids, is_job_id
+from backend.jobevents import ended_event
 from backend.jobs import parse_event_id
 from backend.models import JobRecord, JobState
 from backend.services import Services
@@ -41,7 +42,7 @@ async def test_a_terminal_job_refuses_further_changes(services: Services) -> Non
     record = JobRecord(job_id="f" * 32, owner="public", file_ids=[1], total_files=1)
     await store.create(record)
     record.status = JobState.CANCELLED
-    assert await store.save(record, "cancelled", {}) not in (None, "")
+    assert await store.save(record, ended_event(record)) not in (None, "")
     record.status = JobState.PROCESSING
     record.progress = 50
     assert await store.save_progress(record) is None

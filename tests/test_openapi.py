@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from backend.app import create_app
-from backend.models import JOB_EVENTS
+from backend.jobevents import JOB_EVENTS
 from backend.settings import load_settings
 from tests.helpers import collect_events, start
 

@@ -15,7 +15,7 @@ from backend import devstack
 from backend.downloads import InvalidInput
 from backend.models import JobRecord, JobState
 from backend.pages.downloads import parse_file_ids
-from backend.pages.views import human_bytes, job_title, job_view
+from backend.pages.views import format_size, job_title, job_view
 from tests.helpers import fetch, zip_digests
 from tests.stack import CATALOGUE_BY_ID
 
@@ -212,11 +212,11 @@ def test_parse_file_ids_keeps_order_and_names_the_bad_value() -> None:
         parse_file_ids([])
 
 
-def test_human_bytes() -> None:
-    assert human_bytes(0) == "0 B"
-    assert human_bytes(1023) == "1023 B"
-    assert human_bytes(200 * 1024) == "200 KB"
-    assert human_bytes(int(1.5 * 1024 * 1024)) == "1.5 MB"
+def test_format_size() -> None:
+    assert format_size(0) == "0 B"
+    assert format_size(1023) == "1023 B"
+    assert format_size(200 * 1024) == "200 KB"
+    assert format_size(int(1.5 * 1024 * 1024)) == "1.5 MB"
 
 
 def _record(**changes: object) -> JobRecord:

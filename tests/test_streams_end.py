@@ -25,7 +25,7 @@ from litestar.response import ServerSentEventMessage
 from backend import devstack
 from backend.api import sse
 from backend.downloads import resume_point
-from backend.jobs import terminal_event_for
+from backend.jobevents import completed_event, terminal_event, terminal_event_for
 from backend.models import JobRecord, JobState
 from backend.ratelimit import open_stream
 from backend.services import Services
@@ -188,12 +188,12 @@ async def test_every_terminal_event_ends_a_stream_resumed_after_it(
     await services.store.create(record)
     if state is JobState.EXPIRED:
         record.status = JobState.READY
-        await services.store.save(record, "completed", {})
+        await services.store.save(record, completed_event(record))
         record.status = JobState.EXPIRED
         await services.store.expire(record)
     else:
         record.status = state
-        await services.store.save(record, terminal_event_for(state), {})
+        await services.store.save(record, terminal_event(record))
     events = await services.store.events_after(record.job_id)
     assert events[-1].event == terminal_event_for(state)
     assert await resume_point(services, record.job_id, events[-1].id) == (events[-1].id, True)

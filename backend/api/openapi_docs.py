@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import KwargDefinition
 
-from backend.models import (
-    JOB_EVENTS,
-    CatalogueFile,
-    ErrorBody,
-    HealthBody,
-    JobStatus,
-    ProgressEvent,
-)
+from backend.jobevents import JOB_EVENTS, JobEventName, ProgressEvent
+from backend.models import CatalogueFile, ErrorBody, HealthBody, JobStatus
 
 JOB_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
 DOWNLOAD_URL = (
@@ -155,7 +149,10 @@ class EventFrame:
     id: Annotated[
         str, KwargDefinition(description="Redis stream id; send it back as Last-Event-ID")
     ]
-    event: Literal["progress", "retrying", "stalled", "completed", "failed", "cancelled", "expired"]
+    # The names from JobEventName itself, so the documented list cannot fall behind it.
+    event: Annotated[
+        str, KwargDefinition(schema_extra={"enum": [name.value for name in JobEventName]})
+    ]
     data: Annotated[
         str,
         KwargDefinition(

@@ -14,8 +14,8 @@ import msgspec
 from backend.client.api import USER_AGENT, Api
 from backend.client.errors import ApiError, ClientError, ExitCode
 from backend.client.fetch import Fetched, fetch, part_path
-from backend.client.follow import Follower, JobView, OnUpdate
-from backend.client.progress import ProgressBar, human_bytes
+from backend.client.follow import Follower, JobProgress, OnUpdate
+from backend.client.progress import ProgressBar, format_iec_size
 from backend.client.verify import verify_archive
 from backend.models import JobStatus
 
@@ -59,7 +59,9 @@ def _builtins(status: JobStatus) -> dict[str, Any]:
 
 def files(api: Api, output: Output) -> ExitCode:
     catalogue = api.files()
-    lines = [f"{item.file_id:>8}  {human_bytes(item.size):>10}  {item.name}" for item in catalogue]
+    lines = [
+        f"{item.file_id:>8}  {format_iec_size(item.size):>10}  {item.name}" for item in catalogue
+    ]
     output.result("\n".join(lines), msgspec.to_builtins(catalogue))
     return ExitCode.OK
 
@@ -87,7 +89,7 @@ def _describe(current: JobStatus) -> str:
         f"job       {current.job_id}",
         f"status    {current.status.value}",
         f"progress  {current.progress}%  {current.processed_files}/{current.total_files} files  "
-        f"{human_bytes(current.bytes_processed)}/{human_bytes(current.bytes_total)}",
+        f"{format_iec_size(current.bytes_processed)}/{format_iec_size(current.bytes_total)}",
     ]
     if current.attempt:
         lines.append(f"attempt   {current.attempt}/{current.max_attempts}")
@@ -157,7 +159,9 @@ def _follow_and_fetch(
     else:
         summary["verified"] = False
     checked = f", {summary['entries']} files verified" if request.verify else ""
-    output.result(f"saved {dest} ({human_bytes(fetched.size)}{checked})", {"ok": True, **summary})
+    output.result(
+        f"saved {dest} ({format_iec_size(fetched.size)}{checked})", {"ok": True, **summary}
+    )
     return ExitCode.OK
 
 
@@ -172,7 +176,7 @@ def _ending(final: JobStatus) -> str:
 def _job_display(bar: ProgressBar) -> OnUpdate:
     seen: dict[str, Any] = {"status": None, "attempt": 0}
 
-    def show(view: JobView) -> None:
+    def show(view: JobProgress) -> None:
         if view.retry_in is not None and view.attempt != seen["attempt"]:
             bar.message(
                 f"attempt {view.attempt}/{view.max_attempts} failed ({view.error}); "

@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
+import msgspec
 from httpx_sse import SSEError
 
 from backend.client.api import Api
 from backend.client.errors import ApiError, Unreachable
-from backend.models import JobStatus
-
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
-TERMINAL_STATUSES = frozenset({"ready", "failed", "cancelled", "expired"})
-# Events whose data carries no `status`: the state they announce.
-_EVENT_STATUS = {
-    "completed": "ready",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "expired": "expired",
-    "retrying": "processing",
-}
+from backend.jobevents import (
+    CompletedEvent,
+    EndedEvent,
+    FailedEvent,
+    JobEventData,
+    ProgressEvent,
+    RetryingEvent,
+    StalledEvent,
+    decode_event,
+    is_terminal_event,
+)
+from backend.models import JobState, JobStatus
 
 
 @dataclass
-class JobView:
+class JobProgress:
     """What a progress display needs, merged from events and status answers alike."""
 
     job_id: str
-    status: str = "queued"
+    status: JobState = JobState.QUEUED
     progress: int = 0
     processed_files: int = 0
     total_files: int = 0
@@ -48,30 +47,40 @@ class JobView:
     # then shows its real pace, not the burst it arrives in.
     at: float | None = None
 
-    def apply_event(self, event: str, data: dict[str, Any], event_id: str = "") -> None:
+    def apply_event(self, data: JobEventData, event_id: str = "") -> None:
+        """Merge one decoded event (see jobevents.decode_event) with the SSE id it came with."""
         millis, _, _ = event_id.partition("-")
         self.at = int(millis) / 1000 if millis.isdigit() else None
-        self.status = str(data.get("status") or _EVENT_STATUS.get(event, self.status))
-        for name in (
-            "progress",
-            "processed_files",
-            "total_files",
-            "bytes_processed",
-            "bytes_total",
-            "attempt",
-            "max_attempts",
-        ):
-            value = data.get(name)
-            if isinstance(value, int):
-                setattr(self, name, value)
-        self.error = data.get("error") if event in {"retrying", "failed"} else None
-        self.retry_in = data.get("retry_in") if event == "retrying" else None
-        self.waiting_for_worker = event == "stalled"
-        if event == "completed":
-            self.progress = 100
+        # Only the events that say so carry an error, a backoff or a lost worker.
+        self.error = None
+        self.retry_in = None
+        self.waiting_for_worker = False
+        match data:
+            case ProgressEvent():  # and its kinds: RetryingEvent, StalledEvent
+                self.status = data.status
+                self.progress = data.progress
+                self.processed_files = data.processed_files
+                self.total_files = data.total_files
+                self.bytes_processed = data.bytes_processed
+                self.bytes_total = data.bytes_total
+                self.attempt = data.attempt
+                self.max_attempts = data.max_attempts
+                if isinstance(data, RetryingEvent):
+                    self.error, self.retry_in = data.error, data.retry_in
+                self.waiting_for_worker = isinstance(data, StalledEvent)
+            case CompletedEvent():
+                self.status = JobState.READY
+                self.total_files = data.total_files
+                self.progress = 100
+            case FailedEvent():
+                self.status = JobState.FAILED
+                self.error = data.error
+                self.attempt = data.attempt
+            case EndedEvent():
+                self.status = data.status
 
     def apply_status(self, status: JobStatus) -> None:
-        self.status = status.status.value
+        self.status = status.status
         self.progress = status.progress
         self.processed_files = status.processed_files
         self.total_files = status.total_files
@@ -79,7 +88,9 @@ class JobView:
         self.bytes_total = status.bytes_total
         self.attempt = status.attempt
         self.max_attempts = status.max_attempts
-        self.error = status.error or (status.last_error if self.status == "processing" else None)
+        self.error = status.error or (
+            status.last_error if self.status is JobState.PROCESSING else None
+        )
         self.retry_in = None
         self.waiting_for_worker = status.waiting_for_worker
         self.at = None
@@ -103,7 +114,7 @@ class _Tally:
     last_event_id: str | None = None
 
 
-OnUpdate = Callable[[JobView], None]
+OnUpdate = Callable[[JobProgress], None]
 OnNote = Callable[[str], None]
 
 
@@ -122,7 +133,7 @@ class Follower:
     unreachable_after: float = 60.0
 
     def follow(self, job_id: str, use_sse: bool = True) -> Followed:
-        view = JobView(job_id)
+        view = JobProgress(job_id)
         tally = _Tally()
         if use_sse:
             status = self._stream(job_id, view, tally)
@@ -134,7 +145,7 @@ class Follower:
         status = self._poll(job_id, view)
         return Followed(status, "poll", tally.reconnects, tally.events, tally.last_event_id)
 
-    def _stream(self, job_id: str, view: JobView, tally: _Tally) -> JobStatus | None:
+    def _stream(self, job_id: str, view: JobProgress, tally: _Tally) -> JobStatus | None:
         """The final status, following the stream; None once SSE is given up."""
         failures = 0
         delay = self.reconnect_delay
@@ -144,15 +155,20 @@ class Follower:
                     for sse in source.iter_sse():
                         if sse.retry is not None:
                             delay = min(sse.retry / 1000, 30.0)
-                        data = _json(sse.data)
-                        if data is None:  # the opening frame, a ping, or a torn frame
+                        if not sse.data:  # the opening frame or a ping
+                            continue
+                        try:
+                            data = decode_event(sse.event, sse.data)
+                        except msgspec.DecodeError:  # a torn frame
                             continue
                         tally.last_event_id = sse.id or tally.last_event_id
                         tally.events += 1
                         failures = 0
-                        view.apply_event(sse.event, data, sse.id)
+                        if data is None:  # a newer server's event: resume after it, skip it
+                            continue
+                        view.apply_event(data, sse.id)
                         self.on_update(view)
-                        if sse.event in TERMINAL_EVENTS:
+                        if is_terminal_event(sse.event):
                             return self.api.status(job_id)
             except ApiError as exc:
                 if exc.status_code in {400, 401, 403, 404}:
@@ -168,7 +184,7 @@ class Follower:
                 time.sleep(delay)
         return None
 
-    def _poll(self, job_id: str, view: JobView) -> JobStatus:
+    def _poll(self, job_id: str, view: JobProgress) -> JobStatus:
         silent_since: float | None = None
         while True:
             try:
@@ -185,16 +201,6 @@ class Follower:
             silent_since = None
             view.apply_status(status)
             self.on_update(view)
-            if status.status.value in TERMINAL_STATUSES:
+            if status.status.is_terminal:
                 return status
             time.sleep(self.poll_interval)
-
-
-def _json(data: str) -> dict[str, Any] | None:
-    if not data:
-        return None
-    try:
-        decoded = json.loads(data)
-    except ValueError:
-        return None
-    return decoded if isinstance(decoded, dict) else None

@@ -13,7 +13,8 @@ TTY_REDRAW_EVERY = 0.1
 PLAIN_EVERY = 10.0
 
 
-def human_bytes(count: float) -> str:
+def format_iec_size(count: float) -> str:
+    """`1.5 KiB` style: IEC units with one decimal, steady in a redrawn progress line."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(count) < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
@@ -125,10 +126,12 @@ class ProgressBar:
         parts = [f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {percent:3d}%"]
         if files is not None:
             parts.append(f"{files[0]}/{files[1]} files")
-        parts.append(f"{human_bytes(done)}/{human_bytes(total)}" if total else human_bytes(done))
+        parts.append(
+            f"{format_iec_size(done)}/{format_iec_size(total)}" if total else format_iec_size(done)
+        )
         speed = self.rate.per_second()
         if speed:
-            parts.append(f"{human_bytes(speed)}/s")
+            parts.append(f"{format_iec_size(speed)}/s")
             if total and done < total:
                 parts.append(f"ETA {human_duration((total - done) / speed)}")
         if note:

@@ -12,7 +12,14 @@ from litestar import Request
 
 from backend.models import JobRecord
 from backend.pages.browser import LiveMode
-from backend.pages.views import CatalogueRow, JobTitle, JobView, catalogue_rows, job_title, job_view
+from backend.pages.views import (
+    CatalogueRow,
+    JobCardView,
+    JobTitle,
+    catalogue_rows,
+    job_title,
+    job_view,
+)
 from backend.services import Services
 from backend.storage import StorageError
 
@@ -27,7 +34,7 @@ PANEL_TEMPLATE = "partials/downloads.html"
 @dataclass(frozen=True, slots=True)
 class Card:
     title: JobTitle
-    job: JobView
+    job: JobCardView
 
 
 async def catalogue_by_id(services: Services) -> dict[int, CatalogueRow]:

@@ -31,7 +31,8 @@ from redis.exceptions import RedisError
 from backend.api.sse import Frame, event_stream, nothing_to_stream
 from backend.downloads import UnknownJob, find_job, is_job_id
 from backend.events import EventHub
-from backend.jobs import is_terminal_event, parse_event_id
+from backend.jobevents import is_terminal_event
+from backend.jobs import parse_event_id
 from backend.models import JobRecord
 from backend.pages.browser import browser_owner
 from backend.pages.panel import PANEL_JOBS, render_live

@@ -27,8 +27,8 @@ _MIN_SECONDS_FOR_SPEED = 0.5
 _TITLE_NAMES = 3
 
 
-def human_bytes(size: int) -> str:
-    """`1.9 MB` style sizes (binary multiples, as file managers show them)."""
+def format_size(size: int) -> str:
+    """`1.9 MB` style sizes (binary multiples, as file managers show them), for the pages."""
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1024 or unit == "TB":
@@ -56,7 +56,7 @@ class CatalogueRow:
 
     @property
     def size_text(self) -> str:
-        return human_bytes(self.size)
+        return format_size(self.size)
 
 
 def catalogue_rows(sources: Sequence[SourceObject]) -> list[CatalogueRow]:
@@ -84,12 +84,12 @@ def job_title(record: JobRecord, names: Mapping[int, CatalogueRow]) -> JobTitle:
     count = len(record.file_ids)
     parts = [f"{count} file{'s' if count != 1 else ''}"]
     if all(f in names for f in record.file_ids):
-        parts.append(human_bytes(sum(names[f].size for f in record.file_ids)))
+        parts.append(format_size(sum(names[f].size for f in record.file_ids)))
     return JobTitle(text=text, detail=" · ".join(parts))
 
 
 @dataclass(frozen=True, slots=True)
-class JobView:
+class JobCardView:
     """Everything the live part of a job card shows, computed at one instant."""
 
     job_id: str
@@ -115,12 +115,12 @@ class JobView:
         return f"{self.progress} percent, {self.files_text}"
 
 
-def job_view(record: JobRecord, now: float | None = None) -> JobView:
+def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
     now = time.time() if now is None else now
     state = record.status
-    waiting = state is JobState.PROCESSING and record.retry_at is not None
-    retrying = state is JobState.PROCESSING and (record.attempt > 1 or waiting)
-    stalled = state is JobState.PROCESSING and record.stalled_at is not None
+    waiting = record.waiting_to_retry
+    retrying = record.retrying
+    stalled = record.waiting_for_worker
     label = STATE_LABELS.get(state, str(state).title())
     if stalled:
         label = "Waiting for a worker"
@@ -132,14 +132,14 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
         elapsed = now - record.started_at
         if elapsed >= _MIN_SECONDS_FOR_SPEED and record.bytes_processed > 0:
             speed = record.bytes_processed / elapsed
-            speed_text = f"{human_bytes(int(speed))}/s"
+            speed_text = f"{format_size(int(speed))}/s"
             left = max(record.bytes_total - record.bytes_processed, 0)
             eta_text = f"{human_duration(left / speed)} left" if left else "finishing"
     created = datetime.fromtimestamp(record.created_at or now, tz=UTC)
     bytes_text = ""
     if record.bytes_total:
-        bytes_text = f"{human_bytes(record.bytes_processed)} of {human_bytes(record.bytes_total)}"
-    return JobView(
+        bytes_text = f"{format_size(record.bytes_processed)} of {format_size(record.bytes_total)}"
+    return JobCardView(
         job_id=record.job_id,
         state=str(state),
         state_label=label,
@@ -158,7 +158,7 @@ def job_view(record: JobRecord, now: float | None = None) -> JobView:
             else ""
         ),
         error_text=_error_text(record),
-        archive_text=human_bytes(record.archive_size) if record.archive_size else "",
+        archive_text=format_size(record.archive_size) if record.archive_size else "",
         created_iso=created.isoformat().replace("+00:00", "Z"),
         created_text=created.strftime("%H:%M UTC"),
     )

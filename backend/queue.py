@@ -1,0 +1,184 @@
+"""The queue: the one module that knows arq, its Redis keys and the format of its records.
+
+Everything else asks this module to enqueue a job, to abort one, to count the queue and the
+live workers, and to build a worker; nothing else imports arq.
+
+Redis keys of the queue (arq 0.28 names most of them itself, in `arq.constants`):
+
+| Key | Type | Written by | Meaning |
+| --- | --- | --- | --- |
+| `<QUEUE_NAME>` | zset | enqueue, arq | job id -> when it is due (epoch ms); deferred retries too |
+| `arq:job:<job_id>` | string | enqueue | the queued call (function name, args, try count) |
+| `arq:in-progress:<job_id>` | string | arq, leases.py | a running job's marker, TTL one lease |
+| `arq:retry:<job_id>` | string | arq | tries so far of a job arq re-queued |
+| `arq:result:<job_id>` | string | arq | a finished job's result, kept `keep_result` seconds |
+| `arq:abort` | zset | request_abort | job id -> when its abort was asked (epoch ms) |
+| `<QUEUE_NAME>:worker:<host>:<pid>` | string | arq | a worker's heartbeat (format below) |
+
+The `arq:` keys are not per queue: several Longhaul stacks on one Redis share them, which is
+safe because job ids are uuid4s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+from typing import Any
+
+from arq import Retry
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.cron import CronJob, cron
+from arq.worker import Function, Worker, func
+from redis.asyncio import Redis
+
+from backend.settings import Settings
+
+__all__ = [
+    "ABORT_SET",
+    "BUILD_ARCHIVE",
+    "HEARTBEAT_SECONDS",
+    "CronJob",
+    "Function",
+    "LeasedWorker",
+    "QueueRedis",
+    "RedisSettings",
+    "Retry",
+    "Worker",
+    "cron",
+    "depth",
+    "enqueue",
+    "func",
+    "heartbeat_key",
+    "heartbeat_pattern",
+    "in_progress_key",
+    "job_key",
+    "jobs_ongoing",
+    "leased_worker",
+    "live_workers",
+    "queue_key",
+    "request_abort",
+]
+
+logger = logging.getLogger(__name__)
+
+# The Redis client every process shares (Services.redis): redis-py's, plus arq's enqueue_job.
+QueueRedis = ArqRedis
+
+# The job function a worker runs for a kind of job: the name arq stores in the job's record.
+BUILD_ARCHIVE = "build_archive"
+ABORT_SET = abort_jobs_ss
+# A worker rewrites its heartbeat this often; arq lets it expire one second later.
+HEARTBEAT_SECONDS = 5
+
+# arq's heartbeat value (Worker.record_health), one line of `key=count` fields:
+#   "Nov-29 14:03:07 j_complete=12 j_failed=1 j_retried=3 j_ongoing=2 queued=0"
+# j_complete / j_failed / j_retried count this worker's jobs since it started, j_ongoing the
+# jobs it runs right now (cron runs included), queued the whole queue's length at that moment.
+_ONGOING = re.compile(r"j_ongoing=(\d+)")
+
+
+def queue_key(settings: Settings) -> str:
+    """The queue's sorted set: job id -> when it is due (epoch ms)."""
+    return settings.queue_name
+
+
+def job_key(job_id: str) -> str:
+    """arq's record of a queued job (function, arguments, enqueue time)."""
+    return job_key_prefix + job_id
+
+
+def in_progress_key(job_id: str) -> str:
+    """arq's marker of a running job (arq.constants); its TTL is our lease."""
+    return in_progress_key_prefix + job_id
+
+
+def heartbeat_key(settings: Settings, host: str | None = None, pid: int | None = None) -> str:
+    """This process's heartbeat key (arq's health-check key): `<queue>:worker:<host>:<pid>`."""
+    host = socket.gethostname() if host is None else host
+    pid = os.getpid() if pid is None else pid
+    return f"{settings.queue_name}:worker:{host}:{pid}"
+
+
+def heartbeat_pattern(settings: Settings, host: str = "*") -> str:
+    """A SCAN pattern matching the heartbeat key of every worker on `host` (any host: `*`)."""
+    return f"{settings.queue_name}:worker:{host}:*"
+
+
+def jobs_ongoing(heartbeat: bytes | str | None) -> int:
+    """The jobs a worker's heartbeat says it runs (`j_ongoing`); 0 if it says nothing."""
+    text = heartbeat.decode() if isinstance(heartbeat, bytes) else str(heartbeat or "")
+    match = _ONGOING.search(text)
+    return int(match.group(1)) if match else 0
+
+
+async def enqueue(
+    redis: QueueRedis, settings: Settings, job_id: str, kind: str = BUILD_ARCHIVE
+) -> bool:
+    """Queue job `job_id` of `kind`, due now; False if a job of that id is already queued,
+    running or keeps its result (arq then queues nothing)."""
+    job = await redis.enqueue_job(kind, job_id, _job_id=job_id, _queue_name=queue_key(settings))
+    return job is not None
+
+
+async def request_abort(redis: Redis, job_id: str) -> None:
+    """Ask whichever worker runs `job_id` to cancel its task, at that worker's next poll; a job
+    not started yet is dropped unrun when a worker picks it up (arq's abort set)."""
+    await redis.zadd(ABORT_SET, {job_id: int(time.time() * 1000)})
+
+
+async def depth(redis: Redis, settings: Settings) -> tuple[int, int]:
+    """Jobs due now and jobs deferred (retries waiting out their backoff) in the queue."""
+    queue = queue_key(settings)
+    now_ms = int(time.time() * 1000)
+    total, ready = await asyncio.gather(redis.zcard(queue), redis.zcount(queue, "-inf", now_ms))
+    return int(ready), int(total) - int(ready)
+
+
+async def live_workers(redis: Redis, settings: Settings) -> tuple[int, int]:
+    """Live workers (fresh heartbeats) and the jobs they say they are running."""
+    keys = [k async for k in redis.scan_iter(heartbeat_pattern(settings), count=1000)]
+    if not keys:
+        return 0, 0
+    # A heartbeat may expire between SCAN and MGET: that worker is not counted.
+    beats = await redis.mget(keys)
+    return sum(beat is not None for beat in beats), sum(jobs_ongoing(beat) for beat in beats)
+
+
+class LeasedWorker(Worker):
+    """arq's Worker, made to respect leases when it finishes a job.
+
+    arq ends every run by deleting the job's in-progress key (and, for a finished job, the job
+    and its queue entry) without asking whose the key is now. After a lost lease it belongs to
+    the attempt that took the job over; deleting it would let a third attempt start, and
+    finishing the job would drop it from the queue under a running attempt. So a run whose
+    lease is no longer in the key leaves the job to its holder. A job this worker still runs
+    is not started a second time beside itself either.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lease_tokens: dict[str, str] = self.ctx.setdefault("lease_tokens", {})
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        token = self.lease_tokens.pop(job_id, None)
+        if token is not None:
+            holder = await self.pool.get(in_progress_key(job_id))
+            if holder != token.encode():
+                logger.warning("job %s changed hands during this run; leaving it be", job_id)
+                return
+        await super().finish_job(job_id, *args, **kwargs)
+
+
+def leased_worker(lease_seconds: float, **options: Any) -> Worker:
+    """A LeasedWorker built from arq Worker `options`, whose in-progress keys live one lease."""
+    worker = LeasedWorker(**options)
+    worker.in_progress_timeout_s = lease_seconds
+    return worker

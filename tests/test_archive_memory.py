@@ -1,0 +1,155 @@
+"""build_archive against the in-memory store: the archive's rules without any server.
+
+The store keeps S3's multipart contract (tests/test_storage_contract.py pins that), so what
+these tests show about parts, aborts and visibility holds against S3 too.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from backend.archive import ArchiveProgress, build_archive
+from backend.settings import load_settings
+from backend.storage import NoSuchObject, SourceObject, Storage, StorageError
+from backend.storage.base import MIN_PART_SIZE
+from backend.storage.memory import MemoryStore, MemoryUpload
+from tests.helpers import zip_digests
+from tests.stack import CATALOGUE, CATALOGUE_BY_ID, seed_catalogue
+
+KEY = "archives/memory-job.zip"
+MIB = 1024 * 1024
+
+
+class Boom(Exception):
+    """Raised by a progress callback, as a cancelled job's callback does."""
+
+
+@pytest.fixture
+async def storage() -> Storage:
+    storage = Storage(load_settings({}), MemoryStore())
+    await storage.open()
+    await seed_catalogue(storage)
+    return storage
+
+
+def memory_of(storage: Storage) -> MemoryStore:
+    assert isinstance(storage.store, MemoryStore)
+    return storage.store
+
+
+async def ignore(_: ArchiveProgress) -> None:
+    return None
+
+
+async def stored(storage: Storage, key: str = KEY) -> bytes:
+    return b"".join([c async for c in storage.read(key, bucket=storage.results_bucket)])
+
+
+async def test_archive_holds_every_source_under_its_name_with_its_bytes(storage: Storage) -> None:
+    sources, missing = await storage.resolve([1, 4, 5, 7])
+    assert missing == []
+    size = await build_archive(storage, sources, KEY, on_progress=ignore, part_size=8 * MIB)
+    data = await stored(storage)
+    assert size == len(data) == await storage.size_of(KEY)
+    assert zip_digests(data) == {
+        "alpha.txt": CATALOGUE_BY_ID[1].sha256,
+        "délta résumé.pdf": CATALOGUE_BY_ID[4].sha256,
+        "echo.log": CATALOGUE_BY_ID[5].sha256,
+        "alpha (2).txt": CATALOGUE_BY_ID[7].sha256,
+    }
+    assert await storage.pending_uploads(KEY) == []
+
+
+async def test_a_zero_byte_source_is_stored_without_data(storage: Storage) -> None:
+    sources, _ = await storage.resolve([6])
+    await build_archive(storage, sources, KEY, on_progress=ignore, part_size=8 * MIB)
+    with zipfile.ZipFile(io.BytesIO(await stored(storage))) as archive:
+        (info,) = archive.infolist()
+    assert (info.filename, info.file_size, info.compress_size) == ("empty.dat", 0, 0)
+    assert info.compress_type == zipfile.ZIP_STORED
+
+
+async def test_a_large_archive_is_uploaded_in_parts_of_part_size_but_the_last(
+    storage: Storage,
+) -> None:
+    sources, _ = await storage.resolve(f.file_id for f in CATALOGUE)
+    total = sum(s.size for s in sources)
+    assert total > 2 * MIN_PART_SIZE  # at least three parts
+    size = await build_archive(storage, sources, KEY, on_progress=ignore, part_size=MIN_PART_SIZE)
+    parts = memory_of(storage).part_sizes[(storage.results_bucket, KEY)]
+    assert len(parts) >= 3
+    assert all(p >= MIN_PART_SIZE for p in parts[:-1])
+    assert parts[-1] > 0
+    assert sum(parts) == size
+    assert len(zip_digests(await stored(storage))) == len(CATALOGUE)
+
+
+async def test_a_source_that_vanished_aborts_the_upload_and_leaves_no_archive(
+    storage: Storage,
+) -> None:
+    sources, _ = await storage.resolve([8])  # 6 MiB: part 1 is written before the failure
+    gone = SourceObject(file_id=99, name="gone.bin", size=10, key="99/gone.bin")
+    pending_midway: list[list[str]] = []
+
+    async def watch(state: ArchiveProgress) -> None:
+        if state.files_done == 1 and not pending_midway:
+            pending_midway.append(await storage.pending_uploads(KEY))
+
+    with pytest.raises(NoSuchObject):
+        await build_archive(
+            storage, [*sources, gone], KEY, on_progress=watch, part_size=MIN_PART_SIZE
+        )
+    assert len(pending_midway[0]) == 1, "the failure should come after a part was written"
+    assert await storage.pending_uploads(KEY) == []
+    assert await storage.size_of(KEY) is None
+
+
+async def test_an_error_outside_storage_aborts_the_upload_and_is_raised_unchanged(
+    storage: Storage,
+) -> None:
+    sources, _ = await storage.resolve([8, 2])
+
+    async def cancel_after_first_file(state: ArchiveProgress) -> None:
+        if state.files_done == 1:
+            raise Boom("cancelled")
+
+    with pytest.raises(Boom):
+        await build_archive(
+            storage, sources, KEY, on_progress=cancel_after_first_file, part_size=MIN_PART_SIZE
+        )
+    assert await storage.pending_uploads(KEY) == []
+    assert await storage.size_of(KEY) is None
+
+
+class FailingPartStore(MemoryStore):
+    """A MemoryStore whose uploads fail at part `fail_at`, as a server that went away."""
+
+    fail_at = 2
+
+    def start_upload(self, bucket: str, key: str, content_type: str) -> MemoryUpload:
+        store = self
+
+        class Failing(MemoryUpload):
+            async def write_part(self, data: bytes, number: int) -> None:
+                if number == store.fail_at:
+                    raise StorageError("object storage at memory cannot be reached")
+                await super().write_part(data, number)
+
+        return Failing(self, bucket, key, content_type)
+
+
+async def test_a_failed_part_aborts_the_upload_and_keeps_the_earlier_archive() -> None:
+    storage = Storage(load_settings({}), FailingPartStore())
+    await seed_catalogue(storage)
+    small, _ = await storage.resolve([5])
+    # An archive from an earlier attempt: a failed re-run must not damage it.
+    await build_archive(storage, small, KEY, on_progress=ignore, part_size=8 * MIB)
+    earlier = await stored(storage)
+    sources, _ = await storage.resolve([8, 2])
+    with pytest.raises(StorageError, match="cannot be reached"):
+        await build_archive(storage, sources, KEY, on_progress=ignore, part_size=MIN_PART_SIZE)
+    assert await storage.pending_uploads(KEY) == []
+    assert await stored(storage) == earlier

@@ -1,0 +1,169 @@
+"""The queue's contract (backend/queue.py) against real Redis, a real S3 server and real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from backend import queue
+from backend.models import JobRecord, JobState
+from backend.queue import Worker
+from backend.services import Services
+from backend.settings import Settings
+from backend.worker import archive_key_for, create_worker
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool]) -> T:
+    """Probe until `ok` holds (the state lives in Redis, written by a worker task)."""
+
+    async def loop() -> T:
+        while True:
+            value = await probe()
+            if ok(value):
+                return value
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(loop(), 20)
+
+
+async def run_worker_until_idle(settings: Settings, **overrides: Any) -> None:
+    """A real arq worker in burst mode: runs until the queue is empty."""
+    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, **overrides)
+    try:
+        await asyncio.wait_for(worker.async_run(), 90)
+    finally:
+        await worker.close()
+
+
+async def recorded_job(services: Services, file_ids: list[int]) -> str:
+    """A job record in the store, not yet queued: what start_job writes before it enqueues."""
+    record = JobRecord(
+        job_id=uuid.uuid4().hex,
+        owner="public",
+        file_ids=file_ids,
+        total_files=len(file_ids),
+        max_attempts=services.settings.max_attempts,
+        created_at=time.time(),
+    )
+    await services.store.create(record, active_limit=None)
+    return record.job_id
+
+
+def serving_worker(settings: Settings, **overrides: Any) -> Worker:
+    # A heartbeat at every poll, so a test sees a running job in it without waiting 5 s.
+    options: dict[str, Any] = {
+        "poll_delay": 0.05,
+        "handle_signals": False,
+        "cron_jobs": [],
+        "health_check_interval": 0.1,
+    }
+    return create_worker(settings, **(options | overrides))
+
+
+async def test_an_enqueued_job_is_queued_once_and_run_by_a_worker(
+    services: Services, settings: Settings
+) -> None:
+    job_id = await recorded_job(services, [5])
+    assert await queue.enqueue(services.redis, settings, job_id)
+    # The same id again queues nothing: a job is in the queue at most once.
+    assert not await queue.enqueue(services.redis, settings, job_id)
+    assert await services.redis.zscore(queue.queue_key(settings), job_id) is not None
+    assert await services.redis.exists(queue.job_key(job_id))
+
+    await run_worker_until_idle(settings, cron_jobs=[])
+
+    done = await services.store.get(job_id)
+    assert done is not None
+    assert done.status is JobState.READY, done.error
+    assert await queue.depth(services.redis, settings) == (0, 0)
+    assert not await services.redis.exists(queue.in_progress_key(job_id))
+
+
+async def test_depth_counts_due_and_deferred_jobs(services: Services, settings: Settings) -> None:
+    assert await queue.depth(services.redis, settings) == (0, 0)
+    for _ in range(2):
+        assert await queue.enqueue(services.redis, settings, await recorded_job(services, [5]))
+    # A retry waiting out its backoff is a deferred entry of the same queue.
+    await services.redis.enqueue_job(
+        queue.BUILD_ARCHIVE,
+        await recorded_job(services, [5]),
+        _queue_name=queue.queue_key(settings),
+        _defer_by=60,
+    )
+    assert await queue.depth(services.redis, settings) == (2, 1)
+
+
+async def test_live_workers_reads_a_real_workers_heartbeat_and_running_jobs(
+    services: Services, settings: Settings
+) -> None:
+    assert await queue.live_workers(services.redis, settings) == (0, 0)
+    # About 2 s of work: long enough to be seen running in the heartbeat.
+    slow = settings.replace(throttle_bytes_per_second=512 * 1024)
+    job_id = await recorded_job(services, [4])
+    worker = serving_worker(slow)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        assert await eventually(
+            lambda: queue.live_workers(services.redis, settings), lambda live: live[0] == 1
+        ) == (1, 0)
+        assert await services.redis.exists(queue.heartbeat_key(settings))
+        assert await queue.enqueue(services.redis, settings, job_id)
+        await eventually(
+            lambda: queue.live_workers(services.redis, settings), lambda live: live == (1, 1)
+        )
+        await eventually(
+            lambda: services.store.get(job_id), lambda r: r is not None and r.status.is_terminal
+        )
+        await eventually(
+            lambda: queue.live_workers(services.redis, settings), lambda live: live == (1, 0)
+        )
+    finally:
+        running.cancel()
+        await worker.close()
+    # A worker that stops takes its heartbeat with it.
+    assert await queue.live_workers(services.redis, settings) == (0, 0)
+
+
+def test_jobs_ongoing_reads_arqs_heartbeat_format() -> None:
+    beat = b"Nov-29 14:03:07 j_complete=12 j_failed=1 j_retried=3 j_ongoing=2 queued=7"
+    assert queue.jobs_ongoing(beat) == 2
+    assert queue.jobs_ongoing(beat.decode()) == 2
+    assert queue.jobs_ongoing(None) == 0
+    assert queue.jobs_ongoing(b"something else") == 0
+
+
+async def test_request_abort_cancels_a_running_job_and_leaves_no_archive(
+    services: Services, settings: Settings
+) -> None:
+    # About 12 s of work at this rate: the abort must end it long before that.
+    slow = settings.replace(throttle_bytes_per_second=512 * 1024)
+    job_id = await recorded_job(services, [8])
+    assert await queue.enqueue(services.redis, settings, job_id)
+    worker = asyncio.create_task(run_worker_until_idle(slow, cron_jobs=[]))
+    await eventually(
+        lambda: services.store.get(job_id),
+        lambda r: r is not None and r.status is JobState.PROCESSING and r.bytes_processed > 0,
+    )
+
+    started = time.monotonic()
+    await queue.request_abort(services.redis, job_id)
+    assert await services.redis.zscore(queue.ABORT_SET, job_id) is not None
+    await asyncio.wait_for(worker, 30)
+    assert time.monotonic() - started < 5
+
+    # The worker took the request, ended the job as aborted and did not queue it again.
+    assert await services.redis.zscore(queue.ABORT_SET, job_id) is None
+    assert await queue.depth(services.redis, settings) == (0, 0)
+    results = [r for r in await services.redis.all_job_results() if r.job_id == job_id]
+    assert len(results) == 1
+    assert not results[0].success
+    assert isinstance(results[0].result, asyncio.CancelledError)
+    current = await services.store.get(job_id)
+    assert current is not None and current.status is not JobState.READY
+    # The archive code aborted its multipart upload on the way out.
+    assert await services.storage.size_of(archive_key_for(job_id)) is None
