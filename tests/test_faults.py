@@ -14,8 +14,8 @@ import pytest
 
 from backend import devstack
 from backend.devstack import free_port
+from backend.kinds.archive import archive_key_for
 from backend.services import Services
-from backend.worker import archive_key_for
 from tests.helpers import (
     collect_events,
     follow_with_reconnects,

@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from backend import queue
+from backend.kinds.archive import archive_key_for
 from backend.models import JobRecord, JobState
 from backend.queue import Worker
 from backend.services import Services
 from backend.settings import Settings
-from backend.worker import archive_key_for, create_worker
+from backend.worker import create_worker
 
 T = TypeVar("T")
 

@@ -149,7 +149,7 @@ async def test_worker_log_lines_carry_the_job_id_and_its_trace_id(
     formatter = JsonFormatter()
     # Formatted as they are written: the job's context only exists while it runs.
     handler.emit = lambda record: lines.append(formatter.format(record))  # type: ignore[method-assign]
-    worker_logger = logging.getLogger("backend.worker")
+    worker_logger = logging.getLogger("backend.runner")
     worker_logger.addHandler(handler)
     try:
         with tracing.tracer().start_as_current_span("client request") as root:

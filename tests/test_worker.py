@@ -13,11 +13,12 @@ from backend.devstack import free_port
 from backend.downloads import cancel_job, public_status, start_job
 from backend.expiry import sweep_expired_archives
 from backend.jobs import parse_event_id
+from backend.kinds.archive import archive_key_for
 from backend.models import JobEvent, JobState
 from backend.services import Services
 from backend.settings import Settings
 from backend.storage import PER_FILE_LOOKUP_LIMIT
-from backend.worker import archive_key_for, create_worker
+from backend.worker import create_worker
 from tests.helpers import zip_digests
 from tests.stack import CATALOGUE_BY_ID
 
