@@ -21,7 +21,6 @@ from backend.jobevents import JobEventName, ended_event, is_terminal_event
 from backend.jobs import ActiveJobsLimit, parse_event_id
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
-from backend.ratelimit import RateLimited
 from backend.services import Services
 
 _JOB_ID_LENGTH = 32
@@ -84,7 +83,7 @@ async def start_job(
     With an idempotency key, a repeat of the same request returns the job the first one made;
     the same key with another body is refused (IdempotencyConflict). A `client` may have at
     most MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
-    (RateLimited past it); a repeat of a request returns its job even then.
+    (ActiveJobsLimit past it); a repeat of a request returns its job even then.
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
     job_id = uuid.uuid4().hex
@@ -102,7 +101,8 @@ async def start_job(
             if replayed is None:
                 # The request this repeats was refused at the cap (the only reason a key is
                 # given back), and so is its repeat, with the same answer.
-                raise _active_jobs_limited(services.settings.max_active_jobs_per_client)
+                limit = services.settings.max_active_jobs_per_client
+                raise ActiveJobsLimit(client or owner, limit)
             return replayed
     record = JobRecord(
         job_id=job_id,
@@ -121,16 +121,10 @@ async def start_job(
     except ActiveJobsLimit:
         if idempotency_key is not None:
             await services.store.forget_idempotency_key(scope, idempotency_key)
-        raise _active_jobs_limited(limit) from None
+        raise
     if not await queue.enqueue(services.redis, services.settings, record.job_id):
         raise EnqueueFailed(f"job {record.job_id} is already queued")
     return record
-
-
-def _active_jobs_limited(limit: int) -> RateLimited:
-    return RateLimited(
-        f"too many active jobs for this client (limit {limit}); wait for one to end", 5
-    )
 
 
 def idempotency_scope(owner: str, client: str | None) -> str:

@@ -22,6 +22,7 @@ from backend.downloads import (
     JobAlreadyFinished,
     UnknownJob,
 )
+from backend.jobs import ActiveJobsLimit
 from backend.ratelimit import RateLimited
 from backend.routes import HTML_GROUPS, group_of
 from backend.storage import StorageError
@@ -138,12 +139,21 @@ def bad_encoding_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
     return _answer(request, 400, f"body: JSON is malformed: not valid UTF-8 ({exc})")
 
 
+def active_jobs_limit_handler(
+    request: Request[Any, Any, Any], exc: ActiveJobsLimit
+) -> Response[Any]:
+    # A limit like the rate limit, so the same status and a retry hint: places free as jobs end.
+    detail = f"too many active jobs for this client (limit {exc.limit}); wait for one to end"
+    return _answer(request, 429, detail, headers={"Retry-After": "5"})
+
+
 def rate_limited_handler(request: Request[Any, Any, Any], exc: RateLimited) -> Response[Any]:
     return _answer(request, 429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     RateLimited: rate_limited_handler,
+    ActiveJobsLimit: active_jobs_limit_handler,
     UnicodeDecodeError: bad_encoding_handler,
     HTTPException: http_exception_handler,
     InvalidInput: domain_error_handler,
