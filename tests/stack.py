@@ -151,6 +151,22 @@ async def http(
         yield client
 
 
+@pytest.fixture(scope="session")
+async def app_client(stack_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process, its lifespan on the session's real Redis and S3 server.
+
+    For the many contract tests (status codes, bodies, headers) that need no worker and no
+    subprocess: the same `create_app` as `python -m backend api`, behind the same outer layer.
+    """
+    from litestar.testing import AsyncTestClient
+
+    from backend.app import create_app
+
+    app = create_app(load_settings(stack_env))
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
+        yield client
+
+
 @pytest.fixture
 def isolated_env(redis_server: devstack.Process, s3_server: devstack.Process) -> dict[str, str]:
     """Env for a stack of this test's own: its own key prefix, queue and buckets."""

@@ -114,8 +114,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-async def test_bad_request_gets_a_clear_4xx(http: httpx.AsyncClient, case: Bad) -> None:
-    response = await http.request(case.method, case.path, content=case.body, headers=case.headers)
+async def test_bad_request_gets_a_clear_4xx(app_client: httpx.AsyncClient, case: Bad) -> None:
+    response = await app_client.request(
+        case.method, case.path, content=case.body, headers=case.headers
+    )
     assert response.status_code == case.status, response.text
     assert response.headers["content-type"].startswith("application/json")
     payload = response.json()
@@ -126,9 +128,11 @@ async def test_bad_request_gets_a_clear_4xx(http: httpx.AsyncClient, case: Bad) 
 @pytest.mark.parametrize(
     "last_event_id", ["yesterday", "1-2-3", "-1", "abc-0", "1 -0", "9" * 30 + "-0"]
 )
-async def test_malformed_last_event_id_is_400(http: httpx.AsyncClient, last_event_id: str) -> None:
-    created = await start(http, [5])
-    response = await http.get(
+async def test_malformed_last_event_id_is_400(
+    app_client: httpx.AsyncClient, last_event_id: str
+) -> None:
+    created = await start(app_client, [5])
+    response = await app_client.get(
         f"/v1/download/subscribe/{created['job_id']}", headers={"Last-Event-ID": last_event_id}
     )
     assert response.status_code == 400
