@@ -7,14 +7,16 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import aconnect_sse
 
 from backend.jobevents import TERMINAL_EVENTS
+from backend.settings import Settings
+from backend.worker import create_worker
 
 
 @dataclass
@@ -120,6 +122,33 @@ async def follow_with_reconnects(
             pass
         reconnects.append(last_id or "")
         await asyncio.sleep(0.2)
+
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 20
+) -> T:
+    """Probe until `ok` holds (the state lives in Redis, written by another task or process)."""
+
+    async def loop() -> T:
+        while True:
+            value = await probe()
+            if ok(value):
+                return value
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(loop(), timeout)
+
+
+async def run_worker_until_idle(settings: Settings, **overrides: Any) -> None:
+    """A real arq worker in burst mode: runs until the queue is empty, deferred jobs too."""
+    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, **overrides)
+    try:
+        await asyncio.wait_for(worker.async_run(), 90)
+    finally:
+        await worker.close()
 
 
 def zip_digests(data: bytes) -> dict[str, str]:

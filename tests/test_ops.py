@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -18,23 +17,10 @@ from backend.models import JobRecord, JobState
 from backend.services import Services
 from backend.settings import Settings
 from backend.worker import create_worker
+from tests.helpers import eventually
 from tests.stack import CHROMIUM, CHROMIUM_ARGS
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "e2e"
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool]) -> T:
-    """Probe until `ok` holds (the condition lives in Redis, written by another task)."""
-
-    async def loop() -> T:
-        while True:
-            value = await probe()
-            if ok(value):
-                return value
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(loop(), 15)
 
 
 def record(job_id: str, status: JobState, **fields: Any) -> JobRecord:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from backend import queue
 from backend.kinds.archive import archive_key_for
@@ -15,30 +14,7 @@ from backend.queue import Worker
 from backend.services import Services
 from backend.settings import Settings
 from backend.worker import create_worker
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool]) -> T:
-    """Probe until `ok` holds (the state lives in Redis, written by a worker task)."""
-
-    async def loop() -> T:
-        while True:
-            value = await probe()
-            if ok(value):
-                return value
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(loop(), 20)
-
-
-async def run_worker_until_idle(settings: Settings, **overrides: Any) -> None:
-    """A real arq worker in burst mode: runs until the queue is empty."""
-    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, **overrides)
-    try:
-        await asyncio.wait_for(worker.async_run(), 90)
-    finally:
-        await worker.close()
+from tests.helpers import eventually, run_worker_until_idle
 
 
 async def recorded_job(services: Services, file_ids: list[int]) -> str:

@@ -12,7 +12,7 @@ from backend.runner import Attempt, JobCancelled, JobFailed, job_function, perce
 from backend.services import Services
 from backend.settings import Settings
 from backend.storage import StorageError
-from tests.test_worker import run_worker_until_idle
+from tests.helpers import run_worker_until_idle
 
 
 class CountingKind:

@@ -7,7 +7,6 @@ import io
 import json
 import time
 import zipfile
-from typing import Any
 
 from backend.devstack import free_port
 from backend.downloads import cancel_job, public_status, start_job
@@ -18,18 +17,8 @@ from backend.models import JobEvent, JobState
 from backend.services import Services
 from backend.settings import Settings
 from backend.storage import PER_FILE_LOOKUP_LIMIT
-from backend.worker import create_worker
-from tests.helpers import zip_digests
+from tests.helpers import run_worker_until_idle, zip_digests
 from tests.stack import CATALOGUE_BY_ID
-
-
-async def run_worker_until_idle(settings: Settings, **overrides: Any) -> None:
-    """A real arq worker in burst mode: runs until the queue is empty, deferred jobs too."""
-    worker = create_worker(settings, burst=True, poll_delay=0.05, handle_signals=False, **overrides)
-    try:
-        await asyncio.wait_for(worker.async_run(), 90)
-    finally:
-        await worker.close()
 
 
 def seconds_of(event: JobEvent) -> float:
