@@ -89,6 +89,7 @@ class Lease:
         self.lost = False
         self.tokens = {} if tokens is None else tokens
         self._renewed_at = time.monotonic()
+        self._stopping = False
         self._keys = [in_progress_key(job_id), lease_table_key(prefix)]
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -99,6 +100,9 @@ class Lease:
         `mode="take"` claims it whoever marked it: only right after arq started the job,
         which arq does for one worker at a time.
         """
+        # The lease runs from when this was sent, not from when the answer came back: a
+        # process frozen in between must not count the frozen time as held.
+        sent = time.monotonic()
         expiry = time.time() + self.seconds
         args: list[str | int] = [
             self.token,
@@ -109,7 +113,7 @@ class Lease:
         ]
         held = bool(await self._renew(keys=self._keys, args=args))
         if held:
-            self._renewed_at = time.monotonic()
+            self._renewed_at = sent
         return held
 
     def ensure_held(self) -> None:
@@ -140,9 +144,13 @@ class Lease:
         try:
             yield self
         finally:
+            # A cancel that lands inside a Redis call can be swallowed (seen after a process
+            # was frozen and woken: the keeper went on renewing a lease nobody used, and the
+            # attempt waited on it forever). So the keeper also stops on `_stopping`, and it
+            # is never waited for without a bound.
+            self._stopping = True
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await asyncio.wait({keeper}, timeout=self.seconds / 3 + 1)
             with contextlib.suppress(RedisError, OSError):
                 await self._release(keys=self._keys, args=[self.token, self.job_id])
 
@@ -150,6 +158,8 @@ class Lease:
         interval = self.seconds / 3
         while True:
             await asyncio.sleep(interval)
+            if self._stopping:
+                return
             try:
                 if await self.renew("renew" if taken else "take"):
                     taken = True
