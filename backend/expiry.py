@@ -1,12 +1,18 @@
-"""Results expire: archives past ARCHIVE_TTL_SECONDS are deleted and their jobs say so."""
+"""Results expire: archives past ARCHIVE_TTL_SECONDS are deleted and their jobs say so; and
+uploads that no attempt will finish are aborted, so no parts linger in the results bucket."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from backend.kinds.archive import ARCHIVE_PREFIX, job_of_archive_key
 from backend.models import JobState
 from backend.services import Services
+from backend.storage import StorageError
+
+logger = logging.getLogger(__name__)
 
 
 async def sweep_expired_archives(services: Services) -> int:
@@ -24,5 +30,31 @@ async def sweep_expired_archives(services: Services) -> int:
     return swept
 
 
+async def sweep_abandoned_uploads(services: Services) -> int:
+    """Abort archive uploads whose job has ended or is gone; returns how many were aborted.
+
+    Each attempt aborts its own upload when it fails, and the next attempt aborts what a
+    crashed one left; but an attempt whose abort met a storage outage, followed by a cancel
+    (so no next attempt), leaves its parts behind. A job still queued or running keeps its
+    upload: its next attempt cleans up.
+    """
+    aborted = 0
+    for key, upload_id in await services.storage.results.pending_uploads_under(ARCHIVE_PREFIX):
+        job_id = job_of_archive_key(key)
+        record = await services.store.get(job_id) if job_id else None
+        if record is not None and not record.status.is_terminal:
+            continue
+        await services.storage.results.abort_upload(key, upload_id)
+        aborted += 1
+    return aborted
+
+
 async def sweep_cron(ctx: dict[str, Any]) -> int:
-    return await sweep_expired_archives(ctx["services"])
+    services: Services = ctx["services"]
+    swept = await sweep_expired_archives(services)
+    try:
+        aborted = await sweep_abandoned_uploads(services)
+    except StorageError as exc:
+        logger.warning("could not sweep abandoned uploads: %s", exc)
+        aborted = 0
+    return swept + aborted

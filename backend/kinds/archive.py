@@ -11,11 +11,21 @@ from backend.archive import ArchiveProgress, build_archive, entry_names
 from backend.queue import BUILD_ARCHIVE
 from backend.runner import Attempt, JobCancelled, JobFailed
 
+ARCHIVE_PREFIX = "archives/"
+
 
 def archive_key_for(job_id: str) -> str:
     """Where the job's archive lives in the results store."""
     # One deterministic key per job: a re-run after a crash overwrites, it never adds a copy.
-    return f"archives/{job_id}.zip"
+    return f"{ARCHIVE_PREFIX}{job_id}.zip"
+
+
+def job_of_archive_key(key: str) -> str | None:
+    """The job id an archive key belongs to, or None for any other key."""
+    name = key.removeprefix(ARCHIVE_PREFIX)
+    if name == key or not name.endswith(".zip"):
+        return None
+    return name.removesuffix(".zip") or None
 
 
 class ArchiveKind:

@@ -127,6 +127,10 @@ class ObjectStore(Protocol):
         """Abort the pending upload `upload_id` to `key`, dropping its parts."""
         ...
 
+    async def pending_uploads_under(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
+        """(key, upload id) of uploads under `prefix` started and never ended (first 1,000)."""
+        ...
+
     async def presign_get(
         self, bucket: str, key: str, expires_seconds: int, response_headers: dict[str, str]
     ) -> str:

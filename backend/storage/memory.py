@@ -103,6 +103,14 @@ class MemoryStore:
         self._bucket(bucket)
         return [i for i, p in self._pending.items() if p.bucket == bucket and p.key == key]
 
+    async def pending_uploads_under(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
+        self._bucket(bucket)
+        return [
+            (p.key, i)
+            for i, p in self._pending.items()
+            if p.bucket == bucket and p.key.startswith(prefix)
+        ]
+
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         pending = self._pending.get(upload_id)
         if pending is None or (pending.bucket, pending.key) != (bucket, key):

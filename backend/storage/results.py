@@ -32,6 +32,13 @@ class Results:
             await self.store.abort_upload(self.bucket, key, upload_id)
         return len(upload_ids)
 
+    async def pending_uploads_under(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, upload id) of every upload under `prefix` that was started and never ended."""
+        return await self.store.pending_uploads_under(self.bucket, prefix)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await self.store.abort_upload(self.bucket, key, upload_id)
+
     async def size_of(self, key: str) -> int | None:
         """The archive's size in bytes, or None when there is no such object."""
         try:

@@ -186,6 +186,16 @@ class S3Store:
             raise self.failure(f"list pending uploads of {key!r}", exc) from exc
         return [u.upload_id for u in result.uploads if u.object_name == key and u.upload_id]
 
+    async def pending_uploads_under(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
+        try:
+            # One page (S3 returns up to 1,000): the sweeper that calls this runs every minute.
+            result = await self.client._list_multipart_uploads(bucket, prefix=prefix)
+        except _TRANSPORT_ERRORS as exc:
+            raise self.failure(f"list pending uploads under {prefix!r}", exc) from exc
+        return [
+            (u.object_name, u.upload_id) for u in result.uploads if u.object_name and u.upload_id
+        ]
+
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         try:
             # Bounded: a frozen server must not hold a cancelled attempt (or a stopping worker).
