@@ -12,9 +12,16 @@ import threading
 import time
 from pathlib import Path
 
-from backend import tracing
-from backend.logs import configure_logging
 from backend.settings import load_settings
+
+try:
+    from backend import tracing
+    from backend.logs import configure_logging
+except ModuleNotFoundError as missing:  # a client-only install (`pip install longhaul`)
+    sys.exit(
+        f"longhaul-server needs the server's dependencies ({missing.name} is not installed): "
+        "pip install 'longhaul[server]'"
+    )
 
 logger = logging.getLogger("longhaul")
 

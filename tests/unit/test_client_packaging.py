@@ -62,3 +62,24 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "backend" in loaded and "httpx" in loaded
     assert not loaded & SERVER_ONLY, sorted(loaded & SERVER_ONLY)
+
+
+def test_the_server_command_without_the_server_extra_says_what_to_install() -> None:
+    # Imports of server-only packages fail as they would in a client-only install.
+    probe = f"""
+import importlib.abc, runpy, sys
+class ClientOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {sorted(SERVER_ONLY)!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, ClientOnly())
+sys.argv = ["longhaul-server", "api"]
+runpy.run_module("backend", run_name="__main__")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "pip install 'longhaul[server]'" in done.stderr
+    assert "Traceback" not in done.stderr
