@@ -52,6 +52,14 @@ def decode_strictly(body: bytes) -> DownloadRequest:
         raise InvalidInput("body", f"JSON is malformed: {exc}") from exc
 
 
+def _as_sent(header: str) -> str:
+    # ASGI hands header bytes over as Latin-1; a client that sent UTF-8 should see its own text.
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return header
+
+
 def read_last_event_id(header: str | None, query: str | None) -> str | None:
     """The resume point from the Last-Event-ID header (or `last_event_id`); 400 if malformed."""
     # An empty header says nothing; the query parameter (for clients that cannot set
@@ -62,7 +70,7 @@ def read_last_event_id(header: str | None, query: str | None) -> str | None:
     if parse_event_id(value) is None:
         raise HTTPException(
             status_code=400,
-            detail=f"Last-Event-ID: {value[:64]!r} is not an event id "
+            detail=f"Last-Event-ID: {_as_sent(value)[:64]!r} is not an event id "
             "(expected <milliseconds>-<sequence>)",
         )
     return value.strip()
@@ -147,8 +155,8 @@ class DownloadController(Controller):
         summary="Stream a job's events (SSE)",
         media_type="text/event-stream",
         responses={**_ERRORS, 200: EVENT_STREAM, 204: STREAM_ENDED},
-        description="`text/event-stream` of `progress`, `retrying`, `completed "
-        "{download_url}`, `failed {error}` and `cancelled`; data is JSON. Each "
+        description="`text/event-stream` of `progress`, `retrying`, `stalled`, `completed "
+        "{download_url}`, `failed {error}`, `cancelled` and `expired`; data is JSON. Each "
         "event has an `id`; reconnect with `Last-Event-ID` to resume after it. The stream "
         "closes after the terminal event; `: ping` comments keep it alive. Resuming: an id "
         "earlier than the job's first event replays from the start; one between two events "
