@@ -205,7 +205,7 @@ async def mark_stalled(store: JobStore, job_id: str) -> bool:
     if not await store.redis.zrem(lease_table_key(store.prefix), job_id):
         return False
     record = await store.get(job_id)
-    if record is None or record.status is not JobState.PROCESSING or record.retry_at:
+    if record is None or record.status is not JobState.PROCESSING or record.waiting_to_retry:
         return False
     record.stalled_at = time.time()
     return await store.save(record, stalled_event(record)) is not None

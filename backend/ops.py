@@ -148,9 +148,7 @@ async def gather_stats(services: Services) -> OpsStats:
         running=running,
         queue_ready=ready,
         queue_deferred=deferred,
-        waiting_for_worker=sum(
-            r.status is JobState.PROCESSING and r.stalled_at is not None for r in records
-        ),
+        waiting_for_worker=sum(r.waiting_for_worker for r in records),
         sampled=len(records),
         by_state=by_state,
         failures=failures,

@@ -25,6 +25,17 @@ from backend.jobevents import (
 )
 from backend.models import JobState, JobStatus
 
+# What a progress event and a status answer both carry, under the same names.
+_COUNTS = (
+    "progress",
+    "processed_files",
+    "total_files",
+    "bytes_processed",
+    "bytes_total",
+    "attempt",
+    "max_attempts",
+)
+
 
 @dataclass
 class JobProgress:
@@ -47,6 +58,11 @@ class JobProgress:
     # then shows its real pace, not the burst it arrives in.
     at: float | None = None
 
+    def _take_counts(self, source: ProgressEvent | JobStatus) -> None:
+        # A progress event and a status answer name these fields alike.
+        for name in _COUNTS:
+            setattr(self, name, getattr(source, name))
+
     def apply_event(self, data: JobEventData, event_id: str = "") -> None:
         """Merge one decoded event (see jobevents.decode_event) with the SSE id it came with."""
         millis, _, _ = event_id.partition("-")
@@ -58,13 +74,7 @@ class JobProgress:
         match data:
             case ProgressEvent():  # and its kinds: RetryingEvent, StalledEvent
                 self.status = data.status
-                self.progress = data.progress
-                self.processed_files = data.processed_files
-                self.total_files = data.total_files
-                self.bytes_processed = data.bytes_processed
-                self.bytes_total = data.bytes_total
-                self.attempt = data.attempt
-                self.max_attempts = data.max_attempts
+                self._take_counts(data)
                 if isinstance(data, RetryingEvent):
                     self.error, self.retry_in = data.error, data.retry_in
                 self.waiting_for_worker = isinstance(data, StalledEvent)
@@ -81,13 +91,7 @@ class JobProgress:
 
     def apply_status(self, status: JobStatus) -> None:
         self.status = status.status
-        self.progress = status.progress
-        self.processed_files = status.processed_files
-        self.total_files = status.total_files
-        self.bytes_processed = status.bytes_processed
-        self.bytes_total = status.bytes_total
-        self.attempt = status.attempt
-        self.max_attempts = status.max_attempts
+        self._take_counts(status)
         self.error = status.error or (
             status.last_error if self.status is JobState.PROCESSING else None
         )
