@@ -16,6 +16,7 @@ from typing import NamedTuple
 import msgspec
 
 from backend import queue, tracing
+from backend.archivenames import filename_of, name_problem
 from backend.events import EventHub
 from backend.jobevents import JobEventName, ended_event, is_terminal_event
 from backend.jobs import ActiveJobsLimit, parse_event_id
@@ -77,6 +78,7 @@ async def start_job(
     owner: str,
     idempotency_key: str | None = None,
     client: str | None = None,
+    name: str | None = None,
 ) -> JobRecord:
     """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
 
@@ -86,11 +88,15 @@ async def start_job(
     (ActiveJobsLimit past it); a repeat of a request returns its job even then.
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
+    if name is not None and (problem := name_problem(name)) is not None:
+        raise InvalidInput("name", problem)
     job_id = uuid.uuid4().hex
     scope = idempotency_scope(owner, client)
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
+        # Without a name, the fingerprint of the body before `name` existed.
+        body = repr(list(file_ids)) if name is None else repr((list(file_ids), name))
+        fingerprint = hashlib.sha256(body.encode()).hexdigest()[:32]
         bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
             scope, idempotency_key, fingerprint, job_id
         )
@@ -114,6 +120,7 @@ async def start_job(
         created_at=time.time(),
         # The worker continues this request's trace in every attempt.
         trace_context=tracing.inject(),
+        name=name,
     )
     limit = services.settings.max_active_jobs_per_client
     try:
@@ -182,7 +189,7 @@ async def download_url(services: Services, record: JobRecord) -> str:
     if not record.archive_key:
         raise JobAlreadyFinished(record)
     return await services.storage.presign_download(
-        record.archive_key, f"longhaul-{record.job_id[:8]}.zip"
+        record.archive_key, await filename_of(services, record)
     )
 
 

@@ -251,13 +251,40 @@ class JobStore:
         # Keys are only ever set with NX, so the binding is still the caller's own.
         await self.redis.delete(self._idempotency_key(scope, key))
 
-    async def jobs_of(self, owner: str, limit: int = 50) -> list[JobRecord]:
-        """The owner's most recent jobs, newest first, skipping records that have expired."""
-        job_ids = await self.redis.zrevrange(self.owner_key(owner), 0, limit - 1)
+    async def jobs_of(self, owner: str, limit: int = 50, offset: int = 0) -> list[JobRecord]:
+        """The owner's jobs from the `offset`-th most recent, newest first, at most `limit`,
+        skipping records that have expired."""
+        job_ids = await self.redis.zrevrange(self.owner_key(owner), offset, offset + limit - 1)
         if not job_ids:
             return []
         raws = await self.redis.mget([self.record_key(_text(j)) for j in job_ids])
         return [_record_decoder.decode(raw) for raw in raws if raw is not None]
+
+    async def count_jobs_of(self, owner: str) -> int:
+        """How many jobs the owner's list holds (expired records included until cleared)."""
+        return int(await self.redis.zcard(self.owner_key(owner)))
+
+    async def forget_ended(self, owner: str, batch: int = 500) -> int:
+        """Take the owner's ended (and expired-away) jobs off the owner's list; how many.
+
+        Only the list changes: records, archives and other owners' lists are left alone, so
+        a job id still answers on the API until its record expires. A job that has ended can
+        never run again (the save script refuses), so removing it cannot lose a running one.
+        """
+        key = self.owner_key(owner)
+        removed = 0
+        start = 0
+        while job_ids := [_text(j) for j in await self.redis.zrange(key, start, start + batch - 1)]:
+            raws = await self.redis.mget([self.record_key(j) for j in job_ids])
+            ended = [
+                job_id
+                for job_id, raw in zip(job_ids, raws, strict=True)
+                if raw is None or _record_decoder.decode(raw).status in TERMINAL_STATES
+            ]
+            if ended:
+                removed += int(await self.redis.zrem(key, *ended))
+            start += len(job_ids) - len(ended)
+        return removed
 
     async def _run(
         self,

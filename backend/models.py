@@ -39,6 +39,21 @@ class DownloadRequest(Struct, forbid_unknown_fields=True):
             examples=[[10001, 10003]],
         ),
     ]
+    # Checked further by archivenames.name_problem (separators, control characters).
+    name: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=100,
+                description="What to call the archive when it is saved (`.zip` is added); "
+                "1-100 characters, no `/`, `\\` or control characters. Without it the name "
+                "comes from the files: `<first file>-and-<N>-more.zip`.",
+                examples=["Q3 board minutes"],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CatalogueFile(Struct, frozen=True):
@@ -66,6 +81,8 @@ class JobRecord(Struct, kw_only=True):
     attempt: int = 0
     max_attempts: int = 4
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    # The archive's name as the request gave it (archivenames.py turns it into a file name).
+    name: str | None = None
     error: str | None = None
     last_error: str | None = None
     # Set while an attempt has failed and the next one waits out its backoff.
@@ -124,6 +141,7 @@ class JobStatus(Struct, kw_only=True):
     archive_expires_at: float | None = None
     status_url: str = ""
     events_url: str = ""
+    name: str | None = None
 
 
 class JobEvent(Struct, frozen=True):
@@ -174,4 +192,5 @@ def status_of(
         archive_expires_at=record.archive_expires_at,
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
+        name=record.name,
     )

@@ -208,9 +208,11 @@ async def test_two_jobs_at_once_both_complete(page: Page) -> None:
 async def test_empty_selection_explains_itself(page: Page) -> None:
     await page.goto("/")
     await page.get_by_test_id("download-selected").click()
-    notice = page.get_by_test_id("notice")
+    # Said next to the button, where the person is looking; not at the top of the page.
+    notice = page.get_by_test_id("form-notice")
     await expect(notice).to_be_visible(timeout=JOB_TIMEOUT_MS)
     await expect(notice).to_have_text("Select at least one file.")
+    await expect(page.get_by_test_id("notice")).to_be_hidden()
     await expect(page.get_by_test_id("jobs-empty")).to_be_visible()
 
 
@@ -238,7 +240,9 @@ async def test_keyboard_alone_starts_a_download_and_reaches_the_download_button(
     await expect(download).to_be_focused()
     async with page.expect_download() as info:
         await page.keyboard.press("Enter")
-    assert (await info.value).suggested_filename == f"longhaul-{job_id[:8]}.zip"
+    # Named after the file inside, as the card says, not after the job id.
+    assert (await info.value).suggested_filename == "echo.zip"
+    await expect(job_card.get_by_test_id("job-archive-name")).to_have_text("echo.zip")
 
 
 async def test_a_double_click_on_download_makes_one_job(page: Page) -> None:

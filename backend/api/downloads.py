@@ -106,7 +106,9 @@ class DownloadController(Controller):
             413: error_response(413, "Body too large."),
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
-        "Follow it at `status_url` (polling) or `events_url` (SSE).",
+        "Follow it at `status_url` (polling) or `events_url` (SSE). An optional `name` "
+        "names the saved archive (`Q3 board minutes` saves as `Q3 board minutes.zip`); one "
+        "with `/`, `\\` or control characters, or over 100 characters, is a 400 naming `name`.",
     )
     async def start(
         self,
@@ -126,7 +128,9 @@ class DownloadController(Controller):
     ) -> Response[JobStatus]:
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
-        record = await start_job(services, data.file_ids, requester, idempotency_key, client)
+        record = await start_job(
+            services, data.file_ids, requester, idempotency_key, client, name=data.name
+        )
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 

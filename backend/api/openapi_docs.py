@@ -20,7 +20,7 @@ from backend.models import CatalogueFile, ErrorBody, HealthBody, JobStatus
 JOB_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
 DOWNLOAD_URL = (
     "http://127.0.0.1:9000/downloads/archives/3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f.zip"
-    "?response-content-disposition=attachment%3B%20filename%3D%22longhaul-3f2b8c1e.zip%22"
+    "?response-content-disposition=attachment%3B%20filename%3D%22Q3%20board%20minutes.zip%22"
     "&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature=…"
 )
 _URLS = {
@@ -58,6 +58,7 @@ READY = PROCESSING | {
     "expires_at": 1795921231.8,
     "archive_expires_at": 1796004031.8,
     "download_url": DOWNLOAD_URL,
+    "name": "Q3 board minutes",
 }
 FAILED = PROCESSING | {
     "status": "failed",

@@ -13,6 +13,7 @@ from backend.pages.downloads import (
     retry,
     start_download,
 )
+from backend.pages.history import clear_finished, older_jobs
 from backend.pages.ops import ops_page, ops_stats
 from backend.pages.stream import job_stream
 
@@ -22,6 +23,8 @@ def page_routes() -> list[Any]:
     return [
         index,
         downloads_panel,
+        older_jobs,
+        clear_finished,
         start_download,
         job_live,
         cancel,

@@ -91,7 +91,9 @@ async def start_download(
     file_ids = parse_file_ids([str(v) for v in form.getall("file_ids", [])])
     # Set by app.js per intended download, so a double click makes one job.
     key = str(form.get("idempotency_key") or "").strip() or None
-    await start_download_job(services, file_ids, browser.owner, key, client=client)
+    # Optional: without it the archive is named after its files (archivenames.py).
+    name = str(form.get("name") or "").strip() or None
+    await start_download_job(services, file_ids, browser.owner, key, client=client, name=name)
     return await _panel(request, services, browser)
 
 
@@ -101,9 +103,8 @@ async def job_live(request: Request[Any, Any, Any], services: Services, job_id: 
     browser = browser_owner(request, services.settings)
     record = await find_job(services, job_id, browser.owner)
     status_code = STOP_POLLING if record.status.is_terminal else 200
-    return Template(
-        LIVE_TEMPLATE, context={"job": job_view(record)}, status_code=status_code, headers=NO_STORE
-    )
+    job = job_view(record, link_ttl=services.settings.presign_ttl_seconds)
+    return Template(LIVE_TEMPLATE, context={"job": job}, status_code=status_code, headers=NO_STORE)
 
 
 @post("/jobs/{job_id:str}/cancel", include_in_schema=False, status_code=200)

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from litestar import Request
 
+from backend.archivenames import card_filename
 from backend.models import JobRecord
 from backend.pages.browser import LiveMode
 from backend.pages.views import (
@@ -35,6 +36,7 @@ PANEL_TEMPLATE = "partials/downloads.html"
 class Card:
     title: JobTitle
     job: JobCardView
+    archive_name: str = ""
 
 
 async def catalogue_by_id(services: Services) -> dict[int, CatalogueRow]:
@@ -59,14 +61,36 @@ async def panel_context(
     names: Mapping[int, CatalogueRow] | None = None,
 ) -> dict[str, Any]:
     records = await services.store.jobs_of(owner, limit=PANEL_JOBS)
+    context = await cards_context(services, owner, records, mode, names)
+    return {**context, "stream_url": stream_url(records) if mode == "sse" else None}
+
+
+async def cards_context(
+    services: Services,
+    owner: str,
+    records: Sequence[JobRecord],
+    mode: LiveMode,
+    names: Mapping[int, CatalogueRow] | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """The cards of `records` (the owner's list from `offset`) and where "Show older" goes."""
     if records and names is None:
         names = await catalogue_by_id(services)
-    cards = [Card(job_title(r, names or {}), job_view(r)) for r in records]
+    link_ttl = services.settings.presign_ttl_seconds
+    cards = [
+        Card(
+            job_title(r, names or {}), job_view(r, link_ttl=link_ttl), card_filename(r, names or {})
+        )
+        for r in records
+    ]
+    next_offset = offset + PANEL_JOBS
+    more = await services.store.count_jobs_of(owner) > next_offset if records else False
     return {
         "cards": cards,
         "live_mode": mode,
-        "stream_url": stream_url(records) if mode == "sse" else None,
         "poll_every": f"{services.settings.sse_poll_fallback_seconds:g}s",
+        "older_offset": next_offset if more else None,
+        "any_ended": any(r.status.is_terminal for r in records),
     }
 
 
@@ -75,4 +99,5 @@ def render_live(request: Request[Any, Any, Any], record: JobRecord) -> str:
     engine = request.app.template_engine
     if engine is None:
         raise RuntimeError("the app has no template engine configured")
-    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record)))
+    link_ttl = request.app.state.services.settings.presign_ttl_seconds
+    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record, link_ttl=link_ttl)))

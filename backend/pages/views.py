@@ -24,6 +24,8 @@ STATE_LABELS: dict[str, str] = {
 }
 # Below this much elapsed time a speed figure is noise.
 _MIN_SECONDS_FOR_SPEED = 0.5
+# A job running longer than this asks "Cancel download?" first: that much work would be lost.
+CONFIRM_CANCEL_AFTER_SECONDS = 5.0
 _TITLE_NAMES = 3
 
 
@@ -108,6 +110,11 @@ class JobCardView:
     archive_text: str
     created_iso: str
     created_text: str
+    # Ready jobs: how long a link lasts and until when the archive is kept.
+    link_text: str = ""
+    kept_until_iso: str = ""
+    kept_until_text: str = ""
+    confirm_cancel: bool = False
 
     @property
     def value_text(self) -> str:
@@ -115,7 +122,11 @@ class JobCardView:
         return f"{self.progress} percent, {self.files_text}"
 
 
-def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
+def job_view(
+    record: JobRecord, now: float | None = None, link_ttl: float | None = None
+) -> JobCardView:
+    """The card's live part at `now`; `link_ttl` (seconds a presigned link lasts) for ready
+    jobs' "link valid" note."""
     now = time.time() if now is None else now
     state = record.status
     waiting = record.waiting_to_retry
@@ -136,6 +147,9 @@ def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
             left = max(record.bytes_total - record.bytes_processed, 0)
             eta_text = f"{human_duration(left / speed)} left" if left else "finishing"
     created = datetime.fromtimestamp(record.created_at or now, tz=UTC)
+    kept_iso, kept_text = "", ""
+    if state is JobState.READY and record.archive_expires_at:
+        kept_iso, kept_text = moment_texts(record.archive_expires_at, now)
     bytes_text = ""
     if record.bytes_total:
         bytes_text = f"{format_size(record.bytes_processed)} of {format_size(record.bytes_total)}"
@@ -160,8 +174,43 @@ def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
         error_text=_error_text(record),
         archive_text=format_size(record.archive_size) if record.archive_size else "",
         created_iso=created.isoformat().replace("+00:00", "Z"),
-        created_text=created.strftime("%H:%M UTC"),
+        created_text=moment_texts(created.timestamp(), now)[1],
+        link_text=(
+            f"Link valid {human_period(link_ttl)} from each click"
+            if state is JobState.READY and link_ttl
+            else ""
+        ),
+        kept_until_iso=kept_iso,
+        kept_until_text=kept_text,
+        confirm_cancel=(
+            state is JobState.PROCESSING
+            and record.started_at is not None
+            and now - record.started_at > CONFIRM_CANCEL_AFTER_SECONDS
+        ),
     )
+
+
+def moment_texts(timestamp: float, now: float) -> tuple[str, str]:
+    """(ISO 8601, words) of a moment: `14:05 UTC` today, `28 Nov 2026, 14:05 UTC` otherwise.
+
+    The page rewrites the words in the reader's time zone (app.js, `time[data-local-time]`).
+    """
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    iso = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    if moment.date() == datetime.fromtimestamp(now, tz=UTC).date():
+        return iso, moment.strftime("%H:%M UTC")
+    return iso, f"{moment.day} {moment.strftime('%b %Y, %H:%M UTC')}"
+
+
+def human_period(seconds: float) -> str:
+    """`1 h`, `15 min`, `2 days` style lengths of time, rounded to the unit shown."""
+    if seconds >= 2 * 86400:
+        return f"{round(seconds / 86400)} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h" if seconds % 1800 == 0 else f"{round(seconds / 3600)} h"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds)} s"
 
 
 def _attempt_text(record: JobRecord, *, retrying: bool, waiting: bool) -> str:

@@ -102,7 +102,8 @@
       var label = stateEl.textContent.trim();
       var previous = knownLabels.get(id);
       knownLabels.set(id, label);
-      if (initial || previous === label) return;
+      // Cards brought by "Show older" are history, not news (cards.js says how many came).
+      if (initial || previous === label || (previous === undefined && card.hasAttribute('data-older'))) return;
       var titleEl = card.querySelector('[data-testid="job-title"]');
       var title = titleEl ? titleEl.textContent.trim() : 'Download';
       var message = previous === undefined ? 'Download added: ' + title + '. ' + label : title + ': ' + label;
@@ -127,8 +128,10 @@
     return !!(elt && elt.matches && elt.matches('form, button, a'));
   }
 
-  function showNotice(text) {
-    var notice = document.getElementById('notice');
+  // A form's own notice (next to its button) if it has one, else the page's at the top.
+  function showNotice(text, elt) {
+    var form = elt && elt.closest ? elt.closest('form') : null;
+    var notice = (form && form.querySelector('[data-form-notice]')) || document.getElementById('notice');
     if (!notice) return;
     notice.textContent = text;
     notice.hidden = !text;
@@ -138,8 +141,9 @@
     try {
       var detail = JSON.parse(xhr.responseText).detail;
       if (typeof detail === 'string' && detail) {
-        // "file_ids: select at least one file" reads better without the field name.
-        detail = detail.replace(/^[a-z_]+: /, '');
+        // "file_ids: select at least one file" reads better without the field name; the
+        // archive name's field is named as the form labels it.
+        detail = detail.replace(/^name: /, 'Archive name ').replace(/^[a-z_]+: /, '');
         return detail.charAt(0).toUpperCase() + detail.slice(1) + '.';
       }
     } catch (ignored) { /* not JSON */ }
@@ -147,17 +151,17 @@
   }
 
   document.addEventListener('htmx:responseError', function (evt) {
-    if (isUserAction(evt.detail.elt)) showNotice(errorText(evt.detail.xhr));
+    if (isUserAction(evt.detail.elt)) showNotice(errorText(evt.detail.xhr), evt.detail.elt);
   });
   document.addEventListener('htmx:sendError', function (evt) {
     if (isUserAction(evt.detail.elt)) {
-      showNotice('The server could not be reached. Check your connection and try again.');
+      showNotice('The server could not be reached. Check your connection and try again.', evt.detail.elt);
     }
   });
   document.addEventListener('htmx:afterRequest', function (evt) {
     var elt = evt.detail.elt;
     if (!evt.detail.successful || !isUserAction(elt)) return;
-    showNotice('');
+    showNotice('', elt);
     if (elt.id === 'catalogue-form') {
       elt.reset();
       renewIdempotencyKey();
@@ -241,9 +245,12 @@
   function localizeTimes(root) {
     (root || document).querySelectorAll('time[data-local-time]').forEach(function (el) {
       var when = new Date(el.dateTime);
-      if (!isNaN(when.getTime())) {
-        el.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-      }
+      if (isNaN(when.getTime())) return;
+      var time = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      // Today's times alone; any other day with its full date.
+      el.textContent = when.toDateString() === new Date().toDateString()
+        ? time
+        : when.toLocaleDateString([], { day: 'numeric', month: 'short', year: 'numeric' }) + ', ' + time;
     });
   }
 
