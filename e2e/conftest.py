@@ -24,6 +24,7 @@ from tests.stack import CHROMIUM, CHROMIUM_ARGS, env_for, seed_catalogue
 THROTTLE_BYTES_PER_SECOND = 512 * 1024
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "e2e"
 DESKTOP = {"width": 1280, "height": 900}
+MAX_FILES_PER_JOB = 6
 PHONE = {"width": 390, "height": 844}
 
 # Records what reaches the page by SSE, read back by the tests through `sse_log(page)`.
@@ -83,6 +84,8 @@ async def e2e_stack(redis_server: devstack.Process, state_dir: Path) -> AsyncIte
         "lh-e2e",
         THROTTLE_BYTES_PER_SECOND=str(THROTTLE_BYTES_PER_SECOND),
         SSE_PING_SECONDS="5",
+        # Below the catalogue's 8 files, so a journey can select past the limit.
+        MAX_FILES_PER_JOB=str(MAX_FILES_PER_JOB),
     )
     stack = E2EStack(url="", env=env, s3=s3, s3_port=s3_port, log_dir=log_dir)
     await stack.seed()

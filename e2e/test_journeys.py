@@ -226,7 +226,9 @@ async def test_keyboard_alone_starts_a_download_and_reaches_the_download_button(
     await first_box.focus()
     await page.keyboard.press("Space")
     await expect(first_box).to_be_checked()
-    await expect(page.get_by_test_id("selection-summary")).to_have_text("1 file selected · 10 B")
+    await expect(page.get_by_test_id("selection-summary")).to_have_text(
+        "1 file selected · 10 B · up to 6 per download"
+    )
     await page.get_by_test_id("download-selected").focus()
     await page.keyboard.press("Enter")
     await expect(page.get_by_test_id("job-card")).to_have_count(1)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from backend.models import JobRecord, JobState
 from backend.owners import OWNER_COOKIE, owner_from_cookie
@@ -25,7 +25,7 @@ from e2e.a11y import (
     axe_violations,
     focus_ring,
 )
-from e2e.conftest import DESKTOP, PHONE, RECORD_SSE, E2EStack, screenshot
+from e2e.conftest import DESKTOP, MAX_FILES_PER_JOB, PHONE, RECORD_SSE, E2EStack, screenshot
 from e2e.journey import (
     JOB_TIMEOUT_MS,
     archive_digests,
@@ -328,3 +328,53 @@ async def test_on_a_phone_your_downloads_is_one_tap_away(page: Page) -> None:
     await screenshot(page, "phone-jump-to-downloads")
     await page.set_viewport_size(DESKTOP)
     await expect(jump).to_be_hidden()
+
+
+def box(page: Page, file_id: int) -> Locator:
+    row = page.locator(f'[data-testid="catalogue-row"][data-file-id="{file_id}"]')
+    return row.get_by_test_id("file-checkbox")
+
+
+async def test_shift_click_ranges_a_kept_selection_and_the_limit_before_sending(
+    page: Page,
+) -> None:
+    await page.goto("/")
+    summary = page.get_by_test_id("selection-summary")
+    await expect(summary).to_have_text(
+        f"No files selected · up to {MAX_FILES_PER_JOB} per download"
+    )
+    await box(page, 1).click()
+    await box(page, 4).click(modifiers=["Shift"])
+    for file_id in (1, 2, 3, 4):
+        await expect(box(page, file_id)).to_be_checked()
+    await expect(box(page, 5)).not_to_be_checked()
+    await expect(summary).to_have_text(
+        f"4 files selected · 4.9 MB · up to {MAX_FILES_PER_JOB} per download"
+    )
+    # A shift+click that unticks takes its range with it (from the last box clicked).
+    await box(page, 2).click(modifiers=["Shift"])
+    await expect(summary).to_contain_text("1 file selected")
+    await expect(box(page, 1)).to_be_checked()
+
+    # The selection outlives the rows on screen (here: a reload).
+    await page.reload()
+    await expect(box(page, 1)).to_be_checked()
+    await expect(summary).to_contain_text("1 file selected")
+
+    # Past the limit, the summary says so before anything is sent; the server agrees.
+    await page.get_by_test_id("select-all").check()
+    await expect(summary).to_contain_text("8 files selected")
+    await expect(summary).to_contain_text(f"2 over the limit of {MAX_FILES_PER_JOB} per download")
+    await screenshot(page, "selection-over-limit")
+    await page.get_by_test_id("download-selected").click()
+    await expect(page.get_by_test_id("form-notice")).to_have_text(
+        f"At most {MAX_FILES_PER_JOB} ids per job, got 8."
+    )
+    await box(page, 7).uncheck()
+    await box(page, 8).uncheck()
+    await expect(summary).to_contain_text(f"up to {MAX_FILES_PER_JOB} per download")
+    job_id = await download_files(page, [])
+    await expect(card(page, job_id).get_by_test_id("job-files")).to_contain_text("of 6 files")
+    await expect(summary).to_contain_text("No files selected")
+    await page.reload()
+    await expect(box(page, 1)).not_to_be_checked()

@@ -83,9 +83,10 @@ async def test_archive_name_is_safe_in_content_disposition(http: httpx.AsyncClie
     disposition = parse_qs(urlsplit(status["download_url"]).query)["response-content-disposition"][
         0
     ]
+    # Named after its one file, "délta résumé.pdf": UTF-8 per RFC 6266, with an ASCII fallback.
     assert disposition == (
-        f'attachment; filename="longhaul-{created["job_id"][:8]}.zip"; '
-        f"filename*=UTF-8''longhaul-{created['job_id'][:8]}.zip"
+        'attachment; filename="d_lta-r_sum_.zip"; '
+        "filename*=UTF-8''d%C3%A9lta-r%C3%A9sum%C3%A9.zip"
     )
     async with httpx.AsyncClient() as client:
         response = await client.get(status["download_url"])

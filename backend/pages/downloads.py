@@ -68,7 +68,13 @@ async def index(request: Request[Any, Any, Any], services: Services) -> Template
     degraded = {"Retry-After": "5"} if catalogue_error else {}
     return Template(
         "index.html",
-        context={"rows": rows, "catalogue_error": catalogue_error, **panel},
+        context={
+            "rows": rows,
+            "catalogue_error": catalogue_error,
+            # Shown with the selection before submitting (catalogue.js).
+            "max_files": services.settings.max_files_per_job,
+            **panel,
+        },
         cookies=browser.cookies,
         headers={**NO_STORE, **degraded},
         status_code=503 if catalogue_error else 200,

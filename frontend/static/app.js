@@ -6,7 +6,7 @@
  *   page switches for good to polling: it asks the server for the panel again with
  *   `X-Live-Mode: poll`, and the server renders cards that poll `every 2s` until their job ends.
  * - Announces status changes once in the aria-live region (not every progress tick).
- * - Selection summary and "select all" in the catalogue; errors of actions in the notice.
+ * - Errors of actions in a notice: the form's own, next to its button, else the page's.
  *
  * No inline scripts or eval anywhere: the pages run under `script-src 'self'`.
  */
@@ -165,7 +165,6 @@
     if (elt.id === 'catalogue-form') {
       elt.reset();
       renewIdempotencyKey();
-      updateSelection();
       revealNewestJob();
     }
   });
@@ -198,47 +197,7 @@
     }
   });
 
-  /* ---- Catalogue selection --------------------------------------------------------- */
-
-  function humanBytes(size) {
-    var units = ['B', 'KB', 'MB', 'GB', 'TB'];
-    var value = size;
-    var unit = 0;
-    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
-    if (unit === 0) return value + ' B';
-    return (value < 100 ? value.toFixed(1) : Math.round(value)) + ' ' + units[unit];
-  }
-
-  function updateSelection() {
-    var form = document.getElementById('catalogue-form');
-    if (!form) return;
-    var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="file_ids"]'));
-    var ticked = boxes.filter(function (box) { return box.checked; });
-    var bytes = ticked.reduce(function (sum, box) {
-      return sum + Number(box.closest('tr').dataset.size || 0);
-    }, 0);
-    var summary = document.getElementById('selection-summary');
-    if (summary) {
-      summary.textContent = ticked.length
-        ? ticked.length + (ticked.length === 1 ? ' file' : ' files') + ' selected · ' + humanBytes(bytes)
-        : 'No files selected';
-    }
-    var all = document.getElementById('select-all');
-    if (all) {
-      all.checked = boxes.length > 0 && ticked.length === boxes.length;
-      all.indeterminate = ticked.length > 0 && ticked.length < boxes.length;
-    }
-  }
-
-  document.addEventListener('change', function (evt) {
-    var target = evt.target;
-    if (target.id === 'select-all') {
-      document.querySelectorAll('#catalogue-form input[name="file_ids"]').forEach(function (box) {
-        box.checked = target.checked;
-      });
-    }
-    if (target.closest && target.closest('#catalogue-form')) updateSelection();
-  });
+  /* Catalogue selection (kept across pages, shift-click ranges, the limit): catalogue.js. */
 
   /* ---- Local times ----------------------------------------------------------------- */
 
@@ -268,7 +227,6 @@
   });
   document.addEventListener('DOMContentLoaded', function () {
     announceChanges(true);
-    updateSelection();
     localizeTimes(document);
     watchStream();
   });
