@@ -141,3 +141,40 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # answer: Litestar's own 404 and 405 included, which its `middleware=` never sees.
     wrap_every_answer(app, settings)
     return app
+
+
+def app_from_environment() -> Litestar:
+    """The app of one process among `--workers N`: settings, logs and tracing set up here.
+
+    uvicorn's process manager calls this in each freshly spawned process (`factory=True`).
+    """
+    from backend.logs import configure_logging
+
+    _exit_with_parent()
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    tracing.configure("longhaul-api")
+    return create_app(settings)
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its manager dies, even by SIGKILL.
+
+    Without it a killed manager leaves its processes serving the port, unmanaged.
+    (prctl(2) PR_SET_PDEATHSIG; elsewhere this does nothing.)
+    """
+    import ctypes
+    import multiprocessing
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    parent = multiprocessing.parent_process()
+    # The manager may have died before the request above was in place.
+    if parent is not None and os.getppid() != parent.pid:
+        os.kill(os.getpid(), signal.SIGTERM)

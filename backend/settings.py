@@ -68,6 +68,10 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes sharing PORT (uvicorn's process manager). They share nothing but Redis and
+    # S3, so one per core is the way to use every core; `python -m backend api --workers N`
+    # overrides it.
+    api_processes: int = 1
     secret_key: str = "change-me-in-production"
     log_level: str = "INFO"
     queue_name: str = "longhaul:queue"
@@ -126,6 +130,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "CORS_ALLOW_ORIGINS": "cors_allow_origins",
     "HOST": "host",
     "PORT": "port",
+    "API_PROCESSES": "api_processes",
     "SECRET_KEY": "secret_key",
     "LOG_LEVEL": "log_level",
     "QUEUE_NAME": "queue_name",
@@ -171,6 +176,8 @@ def _validate(settings: Settings) -> None:
             raise SettingsError(f"{name}={url!r} must be an http:// or https:// URL")
     if settings.max_files_per_job < 1:
         raise SettingsError("MAX_FILES_PER_JOB must be at least 1")
+    if settings.api_processes < 1:
+        raise SettingsError("API_PROCESSES must be at least 1")
     if settings.worker_concurrency < 1:
         raise SettingsError("WORKER_CONCURRENCY must be at least 1")
     if settings.job_lease_seconds < 1:
