@@ -5,7 +5,6 @@ Framework-free: callers turn the errors raised here into HTTP responses (api/err
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import uuid
@@ -18,7 +17,7 @@ import msgspec
 from backend import queue, tracing
 from backend.events import EventHub
 from backend.jobevents import JobEventName, ended_event, is_terminal_event
-from backend.jobs import ActiveJobsLimit, parse_event_id
+from backend.jobs import AlreadyQueued, IdempotencyBound, IdempotencyClaim, parse_event_id
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
@@ -78,32 +77,23 @@ async def start_job(
     idempotency_key: str | None = None,
     client: str | None = None,
 ) -> JobRecord:
-    """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
+    """Record a new job and queue it: one Redis round trip, no S3 call.
 
-    With an idempotency key, a repeat of the same request returns the job the first one made;
-    the same key with another body is refused (IdempotencyConflict). A `client` may have at
-    most MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
-    (ActiveJobsLimit past it); a repeat of a request returns its job even then.
+    The job store's create script checks and binds the Idempotency-Key, checks and takes the
+    client's place among its active jobs, writes the record and its first event, and queues
+    the job for arq, all in one atomic step (jobs.py). With an idempotency key, a repeat of
+    the same request returns the job the first one made, even at the cap; the same key with
+    another body is refused (IdempotencyConflict). A `client` may have at most
+    MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
+    (ActiveJobsLimit past it).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
     job_id = uuid.uuid4().hex
-    scope = idempotency_scope(owner, client)
+    claim = None
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
         fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
-        bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
-            scope, idempotency_key, fingerprint, job_id
-        )
-        if bound_fingerprint != fingerprint:
-            raise IdempotencyConflict(idempotency_key)
-        if bound_job != job_id:
-            replayed = await _replayed(services, bound_job, scope, idempotency_key)
-            if replayed is None:
-                # The request this repeats was refused at the cap (the only reason a key is
-                # given back), and so is its repeat, with the same answer.
-                limit = services.settings.max_active_jobs_per_client
-                raise ActiveJobsLimit(client or owner, limit)
-            return replayed
+        claim = IdempotencyClaim(idempotency_scope(owner, client), idempotency_key, fingerprint)
     record = JobRecord(
         job_id=job_id,
         owner=owner,
@@ -117,13 +107,23 @@ async def start_job(
     )
     limit = services.settings.max_active_jobs_per_client
     try:
-        await services.store.create(record, active_limit=None if client is None else limit)
-    except ActiveJobsLimit:
-        if idempotency_key is not None:
-            await services.store.forget_idempotency_key(scope, idempotency_key)
-        raise
-    if not await queue.enqueue(services.redis, services.settings, record.job_id):
-        raise EnqueueFailed(f"job {record.job_id} is already queued")
+        await services.store.create(
+            record,
+            active_limit=None if client is None else limit,
+            idempotency=claim,
+            queue_entry=queue.queue_entry(services.settings, job_id),
+        )
+    except IdempotencyBound as bound:
+        if claim is None or bound.fingerprint != claim.fingerprint:
+            raise IdempotencyConflict(idempotency_key or "") from None
+        replayed = await services.store.get(bound.job_id)
+        if replayed is None:
+            # Bound keys outlive nothing but their own record's TTL is longer; a record gone
+            # early (deleted by hand) cannot be replayed.
+            raise UnknownJob(bound.job_id) from None
+        return replayed
+    except AlreadyQueued:
+        raise EnqueueFailed(f"job {job_id} is already queued") from None
     return record
 
 
@@ -143,21 +143,6 @@ def check_idempotency_key(key: str) -> None:
         raise InvalidInput(
             "Idempotency-Key", "must be 1 to 255 visible ASCII characters (e.g. a UUID)"
         )
-
-
-async def _replayed(
-    services: Services, job_id: str, scope: str, idempotency_key: str
-) -> JobRecord | None:
-    """The job a key is bound to; None once the key was given back without a job."""
-    # The first request may still be writing its record: give it a moment.
-    for _ in range(50):
-        record = await services.store.get(job_id)
-        if record is not None:
-            return record
-        if not await services.store.idempotency_key_bound(scope, idempotency_key):
-            return None
-        await asyncio.sleep(0.02)
-    raise EnqueueFailed(f"job {job_id} of this Idempotency-Key was never recorded")
 
 
 async def find_job(services: Services, job_id: str, requester: str) -> JobRecord:

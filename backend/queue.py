@@ -31,11 +31,19 @@ from typing import Any
 
 from arq import Retry
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.cron import CronJob, cron
+from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
+from backend.jobs import QueueEntry
 from backend.settings import Settings
 
 __all__ = [
@@ -60,6 +68,7 @@ __all__ = [
     "jobs_ongoing",
     "leased_worker",
     "live_workers",
+    "queue_entry",
     "queue_key",
     "request_abort",
 ]
@@ -114,6 +123,24 @@ def jobs_ongoing(heartbeat: bytes | str | None) -> int:
     text = heartbeat.decode() if isinstance(heartbeat, bytes) else str(heartbeat or "")
     match = _ONGOING.search(text)
     return int(match.group(1)) if match else 0
+
+
+def queue_entry(settings: Settings, job_id: str, kind: str = BUILD_ARCHIVE) -> QueueEntry:
+    """What arq's `enqueue_job(kind, job_id, _job_id=job_id)` writes, for the job store's create
+    script to write atomically with the job's record (one round trip per POST).
+
+    Same keys, same pickled call (arq.jobs.serialize_job), same TTL (arq's default one day), so
+    an arq worker cannot tell it from enqueue_job's; tests/test_queue.py has one run it.
+    """
+    now_ms = int(time.time() * 1000)
+    return QueueEntry(
+        job_key=job_key(job_id),
+        result_key=result_key_prefix + job_id,
+        queue_key=queue_key(settings),
+        payload=serialize_job(kind, (job_id,), {}, None, now_ms),
+        score_ms=now_ms,
+        expires_ms=expires_extra_ms,
+    )
 
 
 async def enqueue(

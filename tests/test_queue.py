@@ -7,7 +7,12 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+from arq.jobs import Job as ArqJob
+
 from backend import queue
+from backend.downloads import start_job
+from backend.jobs import ActiveJobsLimit
 from backend.kinds.archive import archive_key_for
 from backend.models import JobRecord, JobState
 from backend.queue import Worker
@@ -59,6 +64,47 @@ async def test_an_enqueued_job_is_queued_once_and_run_by_a_worker(
     assert done.status is JobState.READY, done.error
     assert await queue.depth(services.redis, settings) == (0, 0)
     assert not await services.redis.exists(queue.in_progress_key(job_id))
+
+
+async def test_a_job_queued_by_the_create_script_is_what_arq_would_queue_and_a_worker_runs_it(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [5], "public", client="10.0.0.9")
+    # arq reads it back as its own enqueue_job would have written it.
+    info = await ArqJob(record.job_id, services.redis, _queue_name=queue.queue_key(settings)).info()
+    assert info is not None
+    assert (info.function, info.args, info.kwargs) == (queue.BUILD_ARCHIVE, (record.job_id,), {})
+    assert abs(info.enqueue_time.timestamp() - record.created_at) < 5
+    assert 0 < await services.redis.pttl(queue.job_key(record.job_id)) <= 86_400_000
+    # The same id cannot be queued twice, by the script or by arq.
+    assert not await queue.enqueue(services.redis, settings, record.job_id)
+
+    await run_worker_until_idle(settings, cron_jobs=[])
+
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.READY, done.error
+
+
+async def test_a_refused_create_writes_nothing_not_even_the_queue_entry(
+    services: Services, settings: Settings
+) -> None:
+    client = f"10.1.{uuid.uuid4().int % 250}.1"
+    first = await start_job(services, [5], "public", client=client)
+    capped = settings.replace(max_active_jobs_per_client=1)
+    services.settings = capped
+    try:
+        with pytest.raises(ActiveJobsLimit):
+            await start_job(services, [6], "public", idempotency_key="k-1", client=client)
+    finally:
+        services.settings = settings
+    # Only the first job is queued, and the refused request's key is not bound: its retry,
+    # once there is room, makes the job.
+    assert await services.redis.zrange(queue.queue_key(settings), 0, -1) == [first.job_id.encode()]
+    retried = await start_job(services, [6], "public", idempotency_key="k-1", client=client)
+    assert retried.job_id != first.job_id
+    again = await start_job(services, [6], "public", idempotency_key="k-1", client=client)
+    assert again.job_id == retried.job_id
 
 
 async def test_depth_counts_due_and_deferred_jobs(services: Services, settings: Settings) -> None:
