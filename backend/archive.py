@@ -2,6 +2,8 @@
 
 Bytes flow catalogue read -> stream-zip (ZIP64-capable, one member at a time) -> a part buffer
 of `part_size` -> `Upload.write_part`. Nothing holds more than one part plus a few read chunks.
+An archive that ends before its first part is full is stored with one PUT instead: one S3
+request where a multipart upload takes three (create, part, complete).
 Storage is reached only through `backend.storage`, so its failures arrive as StorageError.
 """
 
@@ -126,7 +128,14 @@ async def build_archive(
                 part_number += 1
                 await _upload_part(upload, bytes(buffer), part_number)
                 buffer.clear()
-        if buffer or part_number == 0:
+        if part_number == 0:
+            # Nothing was sent yet, so no multipart upload was started (Upload is lazy).
+            with tracing.tracer().start_as_current_span(
+                "s3.put_archive", attributes={"size": size}
+            ):
+                await storage.put_result(key, bytes(buffer))
+            return size
+        if buffer:
             part_number += 1
             await _upload_part(upload, bytes(buffer), part_number)
         with tracing.tracer().start_as_current_span("s3.complete_upload"):

@@ -59,8 +59,10 @@ class ArchiveKind:
             await attempt.report(state.files_done, state.bytes_done)
 
         key = archive_key_for(record.job_id)
-        # A worker killed mid-upload cannot abort its parts; the next attempt does.
-        await services.storage.abort_pending_uploads(key)
+        # A worker killed mid-upload cannot abort its parts; the next attempt does. A first
+        # attempt has no predecessor, so it skips the LIST (one S3 request per job saved).
+        if attempt.number > 1:
+            await services.storage.abort_pending_uploads(key)
         size = await build_archive(
             services.storage,
             sources,
