@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from backend import routes
+from backend import devstack, routes
 from backend.devstack import free_port
 from backend.settings import ENVIRONMENT_NAMES, Settings, load_settings
-from tests.helpers import start
+from tests.helpers import eventually, start, wait_for_status
 from tests.nginx_fixtures import TEMPLATE
+from tests.stack import seed_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -339,6 +342,77 @@ def test_workers_get_time_to_hand_their_jobs_back() -> None:
     worker = create_worker(settings)
     # arq's own handler: SIGTERM cancels the attempts, which hand their jobs back.
     assert worker._handle_signals
+
+
+# Timeouts that bound a stopping worker, as the pods get them.
+STOP_SETTINGS = (
+    "S3_CONNECT_TIMEOUT_SECONDS",
+    "S3_READ_TIMEOUT_SECONDS",
+    "JOB_LEASE_SECONDS",
+    "WORKER_CONCURRENCY",
+)
+
+
+@pytest.mark.slow
+async def test_a_worker_sigtermed_with_s3_frozen_mid_upload_exits_within_its_grace(
+    isolated_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The worst case the grace period is for: every running attempt's upload abort meets a
+    frozen S3 and waits out its bound. The jobs still go back to the queue and finish."""
+    pod = environment("longhaul-worker")
+    grace = resource("Deployment", "longhaul-worker")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    s3 = devstack.start_s3(tmp_path / "own-s3")
+    env = {
+        **isolated_env,
+        **{name: pod[name] for name in STOP_SETTINGS},
+        "S3_ENDPOINT": s3.url,
+        "THROTTLE_BYTES_PER_SECOND": str(2 * 1024 * 1024),
+    }
+    part_size = load_settings(env).archive_part_size
+    await seed_stack(env)
+    api = devstack.start_api(env, tmp_path)
+    leaving = devstack.start_worker(env, tmp_path, name="leaving")
+    staying = None
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            # ~10.7 MiB each: a multipart upload exists once the first 8 MiB part is cut.
+            jobs = [(await start(client, [8, 2, 4, 3]))["job_id"] for _ in range(3)]
+            for job_id in jobs:
+                await eventually(
+                    lambda job_id=job_id: status_of(client, job_id),
+                    lambda body: (
+                        body["status"] == "processing" and body["bytes_processed"] > part_size
+                    ),
+                    30,
+                )
+            s3.popen.send_signal(signal.SIGSTOP)
+            signalled_at = time.monotonic()
+            leaving.popen.send_signal(signal.SIGTERM)
+            try:
+                leaving.popen.wait(grace + 10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the worker did not exit:\n{leaving.log_tail()}")
+            took = time.monotonic() - signalled_at
+            print(f"\nSIGTERM, S3 frozen, 3 uploads open -> worker exited: {took:.1f} s")
+            assert took < grace
+            assert took <= worker_stop_bound(load_settings(env)) + 3  # the derivation holds
+            s3.popen.send_signal(signal.SIGCONT)
+            staying = devstack.start_worker(env, tmp_path, name="staying")
+            for job_id in jobs:
+                status = await wait_for_status(client, job_id, {"ready", "failed"}, 120)
+                assert status["status"] == "ready", status
+    finally:
+        s3.popen.send_signal(signal.SIGCONT)
+        for process in (staying, leaving, api, s3):
+            if process is not None:
+                process.stop()
+
+
+async def status_of(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await client.get(f"/v1/download/status/{job_id}")).json()
+    return body
 
 
 def test_the_sweeper_runs_once_per_minute_however_many_workers_run() -> None:
