@@ -8,6 +8,7 @@ metrics against the agreed metric names.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import signal
@@ -554,23 +555,33 @@ def ingress_for(path: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("path", "streams"),
+    ("path", "ingress"),
     [
-        ("/v1/download/subscribe/0b3c0a6e-0ad0-4d9a-8a36-0a0a0a0a0a0a", True),
-        ("/events", True),
-        ("/events/x", False),
-        ("/v1/download/async", False),
-        ("/v1/download/status/x", False),
-        ("/", False),
-        ("/ops", False),
-        ("/static/app.css", False),
+        ("/v1/download/subscribe/0b3c0a6e-0ad0-4d9a-8a36-0a0a0a0a0a0a", "longhaul-streams"),
+        ("/events", "longhaul-streams"),
+        ("/events/x", "longhaul"),
+        ("/v1/download/async", "longhaul"),
+        ("/v1/download/status/x", "longhaul"),
+        ("/", "longhaul"),
+        ("/static/app.css", "longhaul"),
+        ("/ops", "longhaul-ops"),
+        ("/ops/stats", "longhaul-ops"),
+        ("/opsx", "longhaul"),
     ],
 )
 def test_streams_and_only_streams_go_through_the_unbuffered_ingress(
-    path: str, streams: bool
+    path: str, ingress: str
 ) -> None:
+    streams = ingress == "longhaul-streams"
     assert bool(nginx_stream_location().match(path)) is streams  # the nginx config agrees
-    assert (ingress_for(path) == "longhaul-streams") is streams
+    assert ingress_for(path) == ingress
+    assert (routes.group_of(path) is routes.RouteGroup.OPS) is (ingress == "longhaul-ops")
+
+
+def test_the_operator_page_is_reachable_only_from_listed_addresses() -> None:
+    annotations = resource("Ingress", "longhaul-ops")["metadata"]["annotations"]
+    ranges = annotations["nginx.ingress.kubernetes.io/whitelist-source-range"].split(",")
+    assert ranges and all(ipaddress.ip_network(r.strip()).num_addresses < 2**32 for r in ranges)
 
 
 def test_every_stream_route_of_the_app_is_a_stream_location() -> None:
@@ -608,12 +619,14 @@ def test_ingress_timeouts_and_buffering_mirror_the_nginx_config() -> None:
     template = TEMPLATE.read_text()
     streams = resource("Ingress", "longhaul-streams")["metadata"]["annotations"]
     rest = resource("Ingress", "longhaul")["metadata"]["annotations"]
+    ops = resource("Ingress", "longhaul-ops")["metadata"]["annotations"]
     prefix = "nginx.ingress.kubernetes.io/"
     assert streams[prefix + "proxy-buffering"] == "off"
     assert prefix + "proxy-buffering" not in rest
     for given, variable in (
         (streams, "LONGHAUL_STREAM_READ_TIMEOUT"),
         (rest, "LONGHAUL_API_READ_TIMEOUT"),
+        (ops, "LONGHAUL_API_READ_TIMEOUT"),
     ):
         wanted = seconds(nginx[variable])
         assert int(given[prefix + "proxy-read-timeout"]) == wanted
