@@ -304,6 +304,7 @@ def test_worker_probes_ask_its_metrics_endpoint() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
+@pytest.mark.slow
 async def test_compose_worker_check_fails_a_live_worker_while_redis_is_away(
     isolated_env: dict[str, str], tmp_path: Path
 ) -> None:
