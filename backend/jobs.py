@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from backend.jobevents import JobEventData, ended_event, progress_event
 from backend.models import TERMINAL_STATES, JobEvent, JobRecord, JobState
+from backend.webhooks import outbox
 
 # Clients retry for minutes, not days; a day covers any sane retry policy.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -32,6 +33,8 @@ _MAX_STREAM_ID_PART = 2**64 - 1
 # ARGV: record json, status, event, data, ttl, channel, job id, mode ("create", "update" or
 # "expire"), created_at score, archive expiry time ("" for none), client ("" when the job counts
 # against nobody's quota), the client's cap on active jobs ("" for none; read on create).
+# Webhooks (webhooks/outbox.py): KEYS[7] the outbox, KEYS[8] the job's deliveries; ARGV[13] the
+# delivery this event starts ("" for none), ARGV[14] its outbox member, ARGV[15] when it is due.
 # Returns the new stream id, "" when no event was asked for, false when refused, or -1 when the
 # client's active jobs already fill its cap (then nothing is written).
 _SAVE_AND_EMIT = (
@@ -93,6 +96,12 @@ if ARGV[11] ~= '' then
     redis.call('ZADD', KEYS[6], now + ttl, ARGV[7])
     redis.call('EXPIRE', KEYS[6], ttl)
   end
+end
+if ARGV[13] ~= '' then
+  -- Written with the terminal event, or not at all: no ending goes unannounced.
+  redis.call('HSET', KEYS[8], ARGV[3], ARGV[13])
+  redis.call('EXPIRE', KEYS[8], ttl)
+  redis.call('ZADD', KEYS[7], ARGV[15], ARGV[14])
 end
 return id
 """
@@ -266,6 +275,8 @@ class JobStore:
         event: JobEventData | None,
         active_limit: int | None = None,
     ) -> str | None:
+        data = "" if event is None else _encoder.encode(event).decode()
+        delivery = None if event is None else outbox.new_delivery(record, event.name.value, data)
         result = await self._script(
             keys=[
                 self.record_key(record.job_id),
@@ -274,12 +285,14 @@ class JobStore:
                 self.expiry_key,
                 self.index_key,
                 self.active_key(record.client),
+                outbox.outbox_key(self.prefix),
+                outbox.deliveries_key(self.prefix, record.job_id),
             ],
             args=[
                 _encoder.encode(record),
                 record.status.value,
                 "" if event is None else event.name.value,
-                "" if event is None else _encoder.encode(event).decode(),
+                data,
                 self.ttl_seconds,
                 self.channel,
                 record.job_id,
@@ -288,6 +301,9 @@ class JobStore:
                 repr(record.archive_expires_at) if record.archive_expires_at else "",
                 record.client,
                 "" if active_limit is None else active_limit,
+                "" if delivery is None else outbox.encode(delivery),
+                "" if delivery is None else outbox.member(record.job_id, delivery.event),
+                "" if delivery is None else repr(delivery.created_at),
             ],
         )
         if result == -1:
