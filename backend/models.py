@@ -41,16 +41,19 @@ class DownloadRequest(Struct, forbid_unknown_fields=True):
             examples=[[10001, 10003]],
         ),
     ]
-    callback_url: Annotated[
-        str | None,
-        Meta(
-            max_length=2048,
-            description="http(s) URL that receives the job's terminal event (`completed`, "
-            "`failed`, `cancelled`, `expired`) as a POST signed per Standard Webhooks. Its "
-            "host must resolve to public addresses only (unless the operator allows it).",
-            examples=["https://hooks.example.com/longhaul?token=s3cr3t"],
-        ),
-    ] = None
+    callback_url: (
+        Annotated[
+            str,
+            Meta(
+                max_length=2048,
+                description="http(s) URL that receives the job's terminal event (`completed`, "
+                "`failed`, `cancelled`, `expired`) as a POST signed per Standard Webhooks. Its "
+                "host must resolve to public addresses only (unless the operator allows it).",
+                examples=["https://hooks.example.com/longhaul?token=s3cr3t"],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CatalogueFile(Struct, frozen=True):
