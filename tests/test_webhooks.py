@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -322,3 +323,33 @@ async def test_a_job_without_callback_has_no_deliveries(api: httpx.AsyncClient) 
     response = await api.post("/v1/download/async", json={"file_ids": [5]})
     done = await wait_for_status(api, response.json()["job_id"], {"ready"})
     assert done["callback_url"] is None and done["webhook_deliveries"] == []
+
+
+async def test_openapi_documents_the_webhook_and_real_deliveries_fit_it(
+    api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    schema = (await api.get("/docs/openapi.json")).json()
+    hook = schema["webhooks"]["jobEnded"]["post"]
+    assert {p["name"] for p in hook["parameters"]} == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    body = hook["requestBody"]["content"]["application/json"]
+    for example in body["examples"].values():
+        jsonschema.validate(example["value"], body["schema"])
+    start_400 = schema["paths"]["/v1/download/async"]["post"]["responses"]["400"]
+    keys = {
+        example["value"]["extra"][0]["key"]
+        for example in start_400["content"]["application/json"]["examples"].values()
+    }
+    assert "callback_url" in keys
+
+    failed = await _start(api, [999], receiver.url("/documented"))
+    ready = await _start(api, [5], receiver.url("/documented"))
+    await deliveries(api, failed["job_id"])
+    await deliveries(api, ready["job_id"])
+    received = receiver.on("/documented")
+    assert {r.payload["type"] for r in received} == {"job.failed", "job.completed"}
+    for message in received:
+        jsonschema.validate(message.payload, body["schema"])
