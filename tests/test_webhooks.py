@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import re
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -19,8 +23,10 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from backend import devstack
 from backend.expiry import sweep_expired_archives
+from backend.seed import DEMO_FILES, seed_demo
 from backend.services import Services
 from backend.settings import load_settings
+from backend.storage import Storage
 from tests.helpers import eventually, fetch, wait_for_status, zip_digests
 from tests.stack import CATALOGUE_BY_ID, env_for, seed_stack
 
@@ -353,3 +359,86 @@ async def test_openapi_documents_the_webhook_and_real_deliveries_fit_it(
     assert {r.payload["type"] for r in received} == {"job.failed", "job.completed"}
     for message in received:
         jsonschema.validate(message.payload, body["schema"])
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_BASE = "http://127.0.0.1:8000"
+README_RECEIVER_PORT = "8099"
+
+
+def readme_webhook_examples() -> list[tuple[str, str]]:
+    """(language, code) of each block of the README's "### Webhooks" section."""
+    text = README.read_text()
+    start_at = text.index("### Webhooks")
+    section = text[start_at : text.index("\n### ", start_at + 1)]
+    return re.findall(r"```(sh|python)\n(.*?)```", section, re.S)
+
+
+async def test_readme_webhook_receiver_and_curl_run_as_written(
+    webhook_stack: devstack.Process, webhook_env: dict[str, str], tmp_path: Path
+) -> None:
+    (_, receiver_code), (_, curl_code) = readme_webhook_examples()
+    assert "Webhook(SECRET).verify" in receiver_code and "callback_url" in curl_code
+    storage = Storage(load_settings(webhook_env))
+    await storage.open()
+    try:
+        await seed_demo(storage, tuple(f for f in DEMO_FILES if f.file_id in {10009, 10012}))
+    finally:
+        await storage.close()
+    port = str(devstack.free_port())
+    receiver_process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        receiver_code.replace(README_RECEIVER_PORT, port),
+        env={**os.environ, "WEBHOOK_SECRET": SECRET},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await eventually(lambda: _listening(int(port)), bool, timeout=20)
+        script = curl_code.replace(README_BASE, webhook_stack.url).replace(
+            README_RECEIVER_PORT, port
+        )
+        curl = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(curl.communicate(), 90)
+        assert curl.returncode == 0, err.decode()
+        assert out.decode().strip().splitlines()[-1] == "webhook delivered", (
+            out.decode(),
+            (await _receiver_output(receiver_process)),
+        )
+        received, err = await asyncio.wait_for(receiver_process.communicate(), 30)
+    finally:
+        if receiver_process.returncode is None:
+            receiver_process.kill()
+            await receiver_process.wait()
+    assert receiver_process.returncode == 0, err.decode()
+    webhook_id, kind, link = received.decode().split()
+    assert webhook_id.startswith("msg_") and webhook_id.endswith("_completed")
+    assert kind == "job.completed"
+    assert link.startswith(("http://", "https://")) and "/archives/" in link
+
+
+async def _listening(port: int) -> bool:
+    # Probed by binding, not connecting: the example serves one request, a probe would be it.
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def _receiver_output(process: asyncio.subprocess.Process) -> str:
+    if process.returncode is None:
+        process.kill()
+    out, err = await process.communicate()
+    return (out + err).decode()
