@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import os
 import re
 import socket
@@ -27,6 +28,8 @@ from backend.seed import DEMO_FILES, seed_demo
 from backend.services import Services
 from backend.settings import load_settings
 from backend.storage import Storage
+from backend.webhooks.delivery import client_for, send
+from backend.webhooks.records import WebhookDelivery
 from tests.helpers import eventually, fetch, wait_for_status, zip_digests
 from tests.stack import CATALOGUE_BY_ID, env_for, seed_stack
 
@@ -442,3 +445,40 @@ async def _receiver_output(process: asyncio.subprocess.Process) -> str:
         process.kill()
     out, err = await process.communicate()
     return (out + err).decode()
+
+
+async def test_delivery_checks_the_address_again_and_sends_nothing_to_a_refused_one(
+    services: Services, receiver: Receiver
+) -> None:
+    # The API accepted this URL under an allow-list; the worker's own settings have none now
+    # (as if the name had since moved to a loopback address): nothing is sent, for good.
+    worker_services = dataclasses.replace(
+        services, settings=services.settings.replace(webhook_secret=SECRET)
+    )
+    delivery = WebhookDelivery(
+        webhook_id="msg_x_failed",
+        job_id="x",
+        event="failed",
+        url=receiver.url("/rebound"),
+        data='{"error": "e", "attempt": 1}',
+        created_at=time.time(),
+    )
+    async with client_for(worker_services) as client:
+        outcome = await send(worker_services, client, delivery)
+    assert outcome.final and outcome.status_code is None
+    assert outcome.error is not None and "loopback" in outcome.error
+    assert receiver.received == [] and receiver.refused == []
+
+
+async def test_same_idempotency_key_with_another_callback_is_a_conflict(
+    api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    headers = {"Idempotency-Key": f"wh-{time.monotonic_ns()}"}
+    body = {"file_ids": [5], "callback_url": receiver.url("/a")}
+    first = await api.post("/v1/download/async", json=body, headers=headers)
+    again = await api.post("/v1/download/async", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["job_id"] == again.json()["job_id"]
+    other = {"file_ids": [5], "callback_url": receiver.url("/b")}
+    conflict = await api.post("/v1/download/async", json=other, headers=headers)
+    assert conflict.status_code == 422, conflict.text

@@ -118,7 +118,7 @@ async def payload(services: Services, delivery: WebhookDelivery) -> str:
     return msgspec.json.encode(body).decode()
 
 
-def _pinned(url: str, address: IPAddress) -> tuple[str, str]:
+def pinned(url: str, address: IPAddress) -> tuple[str, str]:
     """`url` aimed at `address` (a checked one), and the Host header naming the real host."""
     parts = parse_callback_url(url)
     host = f"[{address}]" if address.version == 6 else str(address)
@@ -152,7 +152,7 @@ async def send(services: Services, client: httpx.AsyncClient, delivery: WebhookD
     error = "no address"
     # Like a browser's fallback between A and AAAA records: the next address if one refuses.
     for address in addresses[:4]:
-        target, host_header = _pinned(delivery.url, address)
+        target, host_header = pinned(delivery.url, address)
         try:
             response = await client.post(
                 target,

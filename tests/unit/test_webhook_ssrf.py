@@ -138,3 +138,12 @@ async def test_the_operator_allow_list_admits_names_addresses_and_networks() -> 
 def test_a_bad_allow_list_entry_is_refused() -> None:
     with pytest.raises(ValueError, match="neither a host name nor an address"):
         parse_allowed_hosts("localhost, http://x/")
+
+
+def test_a_request_is_aimed_at_the_checked_address_under_the_real_host_name() -> None:
+    from backend.webhooks.delivery import pinned
+
+    v4 = pinned("https://hooks.example:8443/x?y=1#frag", ipaddress.ip_address("93.184.216.34"))
+    assert v4 == ("https://93.184.216.34:8443/x?y=1", "hooks.example:8443")
+    v6 = pinned("http://hooks.example/x", ipaddress.ip_address("2606:2800:220:1::1"))
+    assert v6 == ("http://[2606:2800:220:1::1]/x", "hooks.example")
