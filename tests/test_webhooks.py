@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +19,21 @@ from typing import Any
 
 import httpx
 import jsonschema
+import msgspec
 import pytest
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from backend import devstack
 from backend.expiry import sweep_expired_archives
+from backend.jobevents import ended_event, failed_event
+from backend.models import JobRecord, JobState
 from backend.seed import DEMO_FILES, seed_demo
 from backend.services import Services
 from backend.settings import load_settings
 from backend.storage import Storage
 from backend.webhooks.delivery import client_for, send
+from backend.webhooks.outbox import Outbox
 from backend.webhooks.records import WebhookDelivery
 from tests.helpers import eventually, fetch, wait_for_status, zip_digests
 from tests.stack import CATALOGUE_BY_ID, env_for, seed_stack
@@ -482,3 +487,31 @@ async def test_same_idempotency_key_with_another_callback_is_a_conflict(
     other = {"file_ids": [5], "callback_url": receiver.url("/b")}
     conflict = await api.post("/v1/download/async", json=other, headers=headers)
     assert conflict.status_code == 422, conflict.text
+
+
+async def test_the_outbox_entry_is_written_with_the_terminal_event_and_only_then(
+    services: Services,
+) -> None:
+    store, outbox = services.store, Outbox(services.redis, services.settings.key_prefix)
+    record = JobRecord(
+        job_id=uuid.uuid4().hex, owner="public", file_ids=[5], callback_url="https://h.example/x"
+    )
+    await store.create(record)
+    record.status = JobState.PROCESSING
+    assert await store.save_progress(record)
+    assert await outbox.of_job(record.job_id) == []
+    record.status, record.error = JobState.FAILED, "boom"
+    assert await store.save(record, failed_event(record))
+    [delivery] = await outbox.of_job(record.job_id)
+    assert (delivery.event, delivery.url, delivery.state) == (
+        "failed",
+        "https://h.example/x",
+        "pending",
+    )
+    assert msgspec.json.decode(delivery.data) == {"error": "boom", "attempt": 0}
+    due = await outbox.claim(time.time() + 1, hold_seconds=60, limit=100)
+    assert (record.job_id, "failed") in due
+    # A late cancel of the ended job is refused by the script, and so adds no delivery.
+    record.status = JobState.CANCELLED
+    assert await store.save(record, ended_event(record)) is None
+    assert [d.event for d in await outbox.of_job(record.job_id)] == ["failed"]
