@@ -32,6 +32,7 @@ from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.files import list_files
 from backend.api.health import HealthProbes, health
 from backend.api.jsonbody import JsonRequest
+from backend.api.webhook_docs import WEBHOOKS
 from backend.edges import wrap_every_answer
 from backend.events import EventHub
 from backend.pages import page_routes
@@ -134,6 +135,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Async bulk downloads: start a job, follow it, fetch one ZIP.",
             path=DOCS_PATH,
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # What Longhaul POSTs to a job's callback_url (OpenAPI 3.1 `webhooks`).
+            webhooks=WEBHOOKS,
         ),
         debug=False,
     )

@@ -21,6 +21,9 @@ from backend.jobs import AlreadyQueued, IdempotencyBound, IdempotencyClaim, pars
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
+from backend.webhooks.callbacks import check_callback_url
+from backend.webhooks.outbox import Outbox
+from backend.webhooks.records import public_view
 
 _JOB_ID_LENGTH = 32
 
@@ -76,6 +79,7 @@ async def start_job(
     owner: str,
     idempotency_key: str | None = None,
     client: str | None = None,
+    callback_url: str | None = None,
 ) -> JobRecord:
     """Record a new job and queue it: one Redis round trip, no S3 call.
 
@@ -86,13 +90,21 @@ async def start_job(
     another body is refused (IdempotencyConflict). A `client` may have at most
     MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
     (ActiveJobsLimit past it).
+    A `callback_url` gets the job's terminal events as signed webhooks (InvalidInput naming
+    it when the server has no signing secret or the SSRF guard refuses it).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
+    if callback_url is not None:
+        try:
+            await check_callback_url(services.settings, callback_url)
+        except ValueError as exc:
+            raise InvalidInput("callback_url", str(exc)) from exc
     job_id = uuid.uuid4().hex
     claim = None
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
+        request = repr(list(file_ids)) + (f" {callback_url}" if callback_url else "")
+        fingerprint = hashlib.sha256(request.encode()).hexdigest()[:32]
         claim = IdempotencyClaim(idempotency_scope(owner, client), idempotency_key, fingerprint)
     record = JobRecord(
         job_id=job_id,
@@ -104,6 +116,7 @@ async def start_job(
         created_at=time.time(),
         # The worker continues this request's trace in every attempt.
         trace_context=tracing.inject(),
+        callback_url=callback_url,
     )
     limit = services.settings.max_active_jobs_per_client
     try:
@@ -118,8 +131,8 @@ async def start_job(
             raise IdempotencyConflict(idempotency_key or "") from None
         replayed = await services.store.get(bound.job_id)
         if replayed is None:
-            # Bound keys outlive nothing but their own record's TTL is longer; a record gone
-            # early (deleted by hand) cannot be replayed.
+            # A key lives a day and its job's record a week: only a record deleted by hand is
+            # gone, and there is nothing left to replay.
             raise UnknownJob(bound.job_id) from None
         return replayed
     except AlreadyQueued:
@@ -159,8 +172,15 @@ async def public_status(services: Services, record: JobRecord) -> JobStatus:
     """The JobStatus of a record, with a freshly presigned download URL when ready."""
     if record.status is JobState.READY and record.archive_key:
         url = await download_url(services, record)
-        return status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
-    return status_of(record)
+        status = status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
+    else:
+        status = status_of(record)
+    if record.callback_url:
+        deliveries = await Outbox(services.redis, services.settings.key_prefix).of_job(
+            record.job_id
+        )
+        status.webhook_deliveries = [public_view(delivery) for delivery in deliveries]
+    return status
 
 
 async def download_url(services: Services, record: JobRecord) -> str:

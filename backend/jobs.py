@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from backend.jobevents import JobEventData, ended_event, progress_event
 from backend.models import TERMINAL_STATES, JobEvent, JobRecord, JobState
+from backend.webhooks import outbox
 
 # Clients retry for minutes, not days; a day covers any sane retry policy.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -35,6 +36,9 @@ _MAX_STREAM_ID_PART = 2**64 - 1
 # against nobody's quota), the client's cap on active jobs ("" for none; read on create), and
 # on create: the binding "fingerprint:job_id" ("" without a key), its TTL, arq's job payload
 # ("" to leave the job unqueued), its queue score (epoch ms), its record's TTL (ms).
+# Webhooks (webhooks/outbox.py): KEYS[11] the outbox, KEYS[12] the job's deliveries; ARGV[18]
+# the delivery this event starts ("" for none), ARGV[19] its outbox member, ARGV[20] when it
+# is due.
 # Returns the new stream id, "" when no event was asked for, false when refused, -1 when the
 # client's active jobs already fill its cap, -2 when arq already knows a job of this id, or
 # {"bound", "fingerprint:job_id"} when the Idempotency-Key is bound already; in each refusal
@@ -113,6 +117,12 @@ if ARGV[11] ~= '' then
     redis.call('ZADD', KEYS[6], now + ttl, ARGV[7])
     redis.call('EXPIRE', KEYS[6], ttl)
   end
+end
+if ARGV[18] ~= '' then
+  -- Written with the terminal event, or not at all: no ending goes unannounced.
+  redis.call('HSET', KEYS[12], ARGV[3], ARGV[18])
+  redis.call('EXPIRE', KEYS[12], ttl)
+  redis.call('ZADD', KEYS[11], ARGV[20], ARGV[19])
 end
 return id
 """
@@ -321,6 +331,8 @@ class JobStore:
     ) -> str | None:
         fingerprint = idempotency.fingerprint if idempotency else ""
         entry = queue_entry
+        data = "" if event is None else _encoder.encode(event).decode()
+        delivery = None if event is None else outbox.new_delivery(record, event.name.value, data)
         result = await self._script(
             keys=[
                 self.record_key(record.job_id),
@@ -335,12 +347,14 @@ class JobStore:
                 entry.job_key if entry else self.record_key(record.job_id),
                 entry.result_key if entry else self.record_key(record.job_id),
                 entry.queue_key if entry else self.record_key(record.job_id),
+                outbox.outbox_key(self.prefix),
+                outbox.deliveries_key(self.prefix, record.job_id),
             ],
             args=[
                 _encoder.encode(record),
                 record.status.value,
                 "" if event is None else event.name.value,
-                "" if event is None else _encoder.encode(event).decode(),
+                data,
                 self.ttl_seconds,
                 self.channel,
                 record.job_id,
@@ -354,6 +368,9 @@ class JobStore:
                 entry.payload if entry else "",
                 entry.score_ms if entry else 0,
                 entry.expires_ms if entry else 0,
+                "" if delivery is None else outbox.encode(delivery),
+                "" if delivery is None else outbox.member(record.job_id, delivery.event),
+                "" if delivery is None else repr(delivery.created_at),
             ],
         )
         if isinstance(result, list):

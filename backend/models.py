@@ -8,6 +8,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta, Struct
 
+from backend.webhooks.records import WebhookDeliveryStatus, redacted_url
+
 FileId = Annotated[int, Meta(gt=0, le=2**53, description="A catalogue file id (positive integer).")]
 
 
@@ -39,6 +41,19 @@ class DownloadRequest(Struct, forbid_unknown_fields=True):
             examples=[[10001, 10003]],
         ),
     ]
+    callback_url: (
+        Annotated[
+            str,
+            Meta(
+                max_length=2048,
+                description="http(s) URL that receives the job's terminal event (`completed`, "
+                "`failed`, `cancelled`, `expired`) as a POST signed per Standard Webhooks. Its "
+                "host must resolve to public addresses only (unless the operator allows it).",
+                examples=["https://hooks.example.com/longhaul?token=s3cr3t"],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class CatalogueFile(Struct, frozen=True):
@@ -79,6 +94,8 @@ class JobRecord(Struct, kw_only=True):
     started_at: float | None = None
     finished_at: float | None = None
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    # Where the job's terminal events are delivered (webhooks/); None for no webhook.
+    callback_url: str | None = None
 
     # The one definition of each in-between condition of `processing`: the pages and the
     # public status ask the record rather than re-deriving them from its fields.
@@ -124,6 +141,9 @@ class JobStatus(Struct, kw_only=True):
     archive_expires_at: float | None = None
     status_url: str = ""
     events_url: str = ""
+    # The callback URL (query values hidden) and each delivery to it, oldest first.
+    callback_url: str | None = None
+    webhook_deliveries: list[WebhookDeliveryStatus] = msgspec.field(default_factory=list)
 
 
 class JobEvent(Struct, frozen=True):
@@ -174,4 +194,5 @@ def status_of(
         archive_expires_at=record.archive_expires_at,
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
+        callback_url=redacted_url(record.callback_url) if record.callback_url else None,
     )

@@ -65,6 +65,17 @@ class Settings:
     api_auth_required: bool = False
     # Comma-separated origins allowed to call the API from other sites ("" = none).
     cors_allow_origins: str = ""
+    # Webhooks (backend/webhooks/): the Standard Webhooks signing secret, `whsec_<base64>`;
+    # empty turns webhooks off and a `callback_url` is refused, since an unsigned callback
+    # could not be told apart from a forged one.
+    webhook_secret: str = ""
+    # Comma-separated host names, IP addresses or networks (CIDR) that callbacks may reach
+    # even though they are loopback, private or link-local (the SSRF guard's operator list).
+    webhook_allowed_hosts: str = ""
+    # A delivery is retried with exponential backoff for at most this long after its event.
+    webhook_retry_for_seconds: int = 3600
+    # One delivery attempt's time limit (connect, send, and read the answer).
+    webhook_timeout_seconds: float = 10.0
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -128,6 +139,10 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "JWT_SECRET": "jwt_secret",
     "API_AUTH_REQUIRED": "api_auth_required",
     "CORS_ALLOW_ORIGINS": "cors_allow_origins",
+    "WEBHOOK_SECRET": "webhook_secret",
+    "WEBHOOK_ALLOWED_HOSTS": "webhook_allowed_hosts",
+    "WEBHOOK_RETRY_FOR_SECONDS": "webhook_retry_for_seconds",
+    "WEBHOOK_TIMEOUT_SECONDS": "webhook_timeout_seconds",
     "HOST": "host",
     "PORT": "port",
     "API_PROCESSES": "api_processes",
@@ -188,3 +203,20 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("RETRY_BACKOFF_SECONDS needs at least one delay")
     if settings.archive_part_size < 5 * 1024 * 1024:
         raise SettingsError("ARCHIVE_PART_SIZE must be at least 5 MiB (an S3 rule)")
+    if settings.webhook_retry_for_seconds < 0 or settings.webhook_timeout_seconds <= 0:
+        raise SettingsError("WEBHOOK_RETRY_FOR_SECONDS must be >= 0, WEBHOOK_TIMEOUT_SECONDS > 0")
+    if settings.webhook_secret:
+        # Imported here: the settings module stays free of the webhooks package at import.
+        from backend.webhooks.signing import SecretError, check_secret
+
+        try:
+            check_secret(settings.webhook_secret)
+        except SecretError as exc:
+            raise SettingsError(f"WEBHOOK_SECRET: {exc}") from exc
+    if settings.webhook_allowed_hosts:
+        from backend.webhooks.ssrf import parse_allowed_hosts
+
+        try:
+            parse_allowed_hosts(settings.webhook_allowed_hosts)
+        except ValueError as exc:
+            raise SettingsError(f"WEBHOOK_ALLOWED_HOSTS: {exc}") from exc

@@ -28,6 +28,7 @@ from backend.queue import (
 from backend.runner import job_function
 from backend.services import Services
 from backend.settings import Settings, load_settings
+from backend.webhooks.delivery import run_sender, stop_sender
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["lease_watch"] = asyncio.create_task(
         leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
     )
+    # Webhooks of ended jobs go out from every worker; the outbox's claims share them out.
+    ctx["webhook_sender"] = asyncio.create_task(run_sender(services))
     try:
         await services.storage.ensure_buckets()
     except Exception as exc:
@@ -50,6 +53,7 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     watch: asyncio.Task[None] | None = ctx.get("lease_watch")
     if watch is not None:
         watch.cancel()
+    await stop_sender(ctx.pop("webhook_sender", None))
     services: Services | None = ctx.get("services")
     if services is not None:
         await services.close()

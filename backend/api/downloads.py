@@ -14,6 +14,7 @@ from litestar.types import ASGIApp
 
 from backend.api.openapi_docs import EVENT_STREAM, STREAM_ENDED, error_response, status_response
 from backend.api.sse import Frame, event_stream, nothing_to_stream
+from backend.api.webhook_docs import START_REFUSED
 from backend.downloads import (
     InvalidInput,
     cancel_job,
@@ -100,13 +101,15 @@ class DownloadController(Controller):
         summary="Start a download job",
         responses={
             **_ERRORS,
+            400: START_REFUSED,
             202: status_response("The job, queued; `Location` is its status URL.", "queued"),
             415: error_response(415, "Not JSON."),
             422: error_response(422, "Idempotency-Key reused with a different body."),
             413: error_response(413, "Body too large."),
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
-        "Follow it at `status_url` (polling) or `events_url` (SSE).",
+        "Follow it at `status_url` (polling) or `events_url` (SSE). With `callback_url`, the "
+        "job's terminal event is also POSTed there, signed (see the `jobEnded` webhook).",
     )
     async def start(
         self,
@@ -126,7 +129,9 @@ class DownloadController(Controller):
     ) -> Response[JobStatus]:
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
-        record = await start_job(services, data.file_ids, requester, idempotency_key, client)
+        record = await start_job(
+            services, data.file_ids, requester, idempotency_key, client, data.callback_url
+        )
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 

@@ -58,6 +58,23 @@ READY = PROCESSING | {
     "expires_at": 1795921231.8,
     "archive_expires_at": 1796004031.8,
     "download_url": DOWNLOAD_URL,
+    # A job started with a callback_url: its webhook, delivered on the second attempt.
+    "callback_url": "https://hooks.example.com/longhaul?token=…",
+    "webhook_deliveries": [
+        {
+            "webhook_id": f"msg_{JOB_ID}_completed",
+            "event": "completed",
+            "url": "https://hooks.example.com/longhaul?token=…",
+            "state": "delivered",
+            "attempts": 2,
+            "created_at": 1795917631.8,
+            "last_attempt_at": 1795917632.9,
+            "last_status_code": 204,
+            "last_error": None,
+            "next_attempt_at": None,
+            "delivered_at": 1795917632.9,
+        }
+    ],
 }
 FAILED = PROCESSING | {
     "status": "failed",
