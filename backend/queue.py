@@ -30,12 +30,13 @@ import time
 from typing import Any
 
 from arq import Retry
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.cron import CronJob, cron
 from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
+from backend import redisconn
 from backend.settings import Settings
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "Function",
     "LeasedWorker",
     "QueueRedis",
-    "RedisSettings",
     "Retry",
     "Worker",
     "cron",
@@ -62,6 +62,7 @@ __all__ = [
     "live_workers",
     "queue_key",
     "request_abort",
+    "worker_redis",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,20 @@ class LeasedWorker(Worker):
                 logger.warning("job %s changed hands during this run; leaving it be", job_id)
                 return
         await super().finish_job(job_id, *args, **kwargs)
+
+
+def worker_redis(settings: Settings) -> QueueRedis:
+    """The client an arq worker polls the queue with (`redis_pool=`; the worker closes it).
+
+    Built by redisconn like every other client, so a worker follows a Sentinel failover; arq's
+    own RedisSettings would connect to sentinels and master without any timeout.
+    """
+    redis = redisconn.connect(
+        settings, QueueRedis, socket_connect_timeout=2, socket_timeout=5, retry_on_timeout=False
+    )
+    # What arq's create_pool would set: the queue its own enqueues (cron jobs) default to.
+    redis.default_queue_name = queue_key(settings)
+    return redis
 
 
 def leased_worker(lease_seconds: float, **options: Any) -> Worker:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
+from backend import redisconn
 from backend.jobs import JobStore
 from backend.queue import QueueRedis
 from backend.settings import Settings
@@ -29,17 +30,20 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         """Connect lazily: nothing here fails when Redis or S3 is down; calls do, later."""
-        pool = ConnectionPool.from_url(
-            settings.redis_url,
+        redis = redisconn.connect(
+            settings,
+            QueueRedis,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
             retry_on_timeout=False,
         )
-        redis = QueueRedis(connection_pool=pool)
-        # Named so operators (and tests) can find each process's single event reader.
-        listener = Redis.from_url(
-            settings.redis_url,
+        # Named so operators (and tests) can find each process's single event reader. Each
+        # reconnection of the hub (events.py) takes a new connection: behind Sentinel, to
+        # whichever server is master by then.
+        listener = redisconn.connect(
+            settings,
+            Redis,
             socket_connect_timeout=2,
             socket_keepalive=True,
             health_check_interval=15,
