@@ -9,10 +9,18 @@ https://redis.io/docs/latest/develop/reference/sentinel-clients/). After a failo
 master's connections fail (ConnectionError, as in any Redis outage), the next connection goes
 to the promoted replica, and a connection that finds its master demoted to a replica
 (READONLY) is dropped too. REDIS_URL then gives only the master's db, user, password and TLS.
+
+A connection made before a failover is not asked again, though: when the old master stays up
+(a planned `SENTINEL FAILOVER`, a network split), it keeps accepting writes until the sentinels
+demote it, up to ten seconds later, and a pub/sub reader on it hears nothing published on the
+new one. `follow_master` closes such connections within a second of the sentinels' switch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from redis import Redis as SyncRedis
@@ -20,10 +28,13 @@ from redis import sentinel as sync_sentinel
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio import sentinel as async_sentinel
 from redis.asyncio.connection import parse_url
+from redis.exceptions import RedisError
 
 from backend.settings import Settings
 
-__all__ = ["connect", "connect_sync"]
+__all__ = ["connect", "connect_sync", "follow_master"]
+
+logger = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Redis)
 
@@ -116,3 +127,32 @@ def connect_sync(settings: Settings, **options: Any) -> SyncRedis:
         **options,
     )
     return cast(SyncRedis, client)
+
+
+async def follow_master(clients: Sequence[Redis], every: float = 1.0) -> None:
+    """Forever: ask the sentinels who is master every `every` seconds and, when that changes,
+    close every connection of `clients` (in use too, pub/sub readers included) so that their
+    next command or subscription goes to the new master. Returns at once without Sentinel.
+
+    Callers holding a closed connection get a ConnectionError, as in any Redis outage.
+    """
+    pools = [
+        client.connection_pool
+        for client in clients
+        if isinstance(client.connection_pool, async_sentinel.SentinelConnectionPool)
+    ]
+    if not pools:
+        return
+    while True:
+        await asyncio.sleep(every)
+        try:
+            master = await pools[0].sentinel_manager.discover_master(pools[0].service_name)
+        except (RedisError, OSError):
+            continue  # mid-failover there is no master to follow yet
+        for pool in pools:
+            if pool.master_address is not None and pool.master_address != master:
+                moved = (*pool.master_address, *master)
+                logger.warning("Redis master moved from %s:%s to %s:%s; reconnecting", *moved)
+                # Set first: the pool's own check would otherwise close idle ones again.
+                pool.master_address = master
+                await pool.disconnect()

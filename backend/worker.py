@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    services = await Services.open(settings)
+    # arq's own pool (ctx["redis"]) follows a failover with the rest.
+    services = await Services.open(settings, follow=[ctx["redis"]])
     ctx["services"] = services
     ctx["lease_watch"] = asyncio.create_task(
         leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
