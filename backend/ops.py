@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
-from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from backend import queue, tracing
+from backend import queue, redisconn, tracing
 from backend.models import JobRecord, JobState
 from backend.services import Services
 from backend.settings import Settings, load_settings
@@ -160,7 +159,7 @@ async def gather_stats(services: Services) -> OpsStats:
 
 def worker_alive_here(settings: Settings, host: str | None = None) -> bool:
     """Whether a worker on this host has a fresh heartbeat (health checks are not async)."""
-    client = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    client = redisconn.connect_sync(settings, socket_connect_timeout=2, socket_timeout=2)
     try:
         pattern = queue.heartbeat_pattern(settings, host or socket.gethostname())
         return any(True for _ in client.scan_iter(pattern, count=1000))

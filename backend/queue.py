@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from arq import Retry
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.constants import (
     abort_jobs_ss,
     expires_extra_ms,
@@ -43,6 +43,7 @@ from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
+from backend import redisconn
 from backend.jobs import QueueEntry
 from backend.settings import Settings
 
@@ -54,7 +55,6 @@ __all__ = [
     "Function",
     "LeasedWorker",
     "QueueRedis",
-    "RedisSettings",
     "Retry",
     "Worker",
     "cron",
@@ -71,6 +71,7 @@ __all__ = [
     "queue_entry",
     "queue_key",
     "request_abort",
+    "worker_redis",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,20 @@ class LeasedWorker(Worker):
                 logger.warning("job %s changed hands during this run; leaving it be", job_id)
                 return
         await super().finish_job(job_id, *args, **kwargs)
+
+
+def worker_redis(settings: Settings) -> QueueRedis:
+    """The client an arq worker polls the queue with (`redis_pool=`; the worker closes it).
+
+    Built by redisconn like every other client, so a worker follows a Sentinel failover; arq's
+    own RedisSettings would connect to sentinels and master without any timeout.
+    """
+    redis = redisconn.connect(
+        settings, QueueRedis, socket_connect_timeout=2, socket_timeout=5, retry_on_timeout=False
+    )
+    # What arq's create_pool would set: the queue its own enqueues (cron jobs) default to.
+    redis.default_queue_name = queue_key(settings)
+    return redis
 
 
 def leased_worker(lease_seconds: float, **options: Any) -> Worker:

@@ -34,6 +34,13 @@ class Settings:
     s3_read_timeout_seconds: float = 4.0
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel (failover): comma-separated host:port of the sentinels; "" reaches
+    # REDIS_URL directly. With sentinels, every client asks them for the master of
+    # REDIS_SENTINEL_MASTER, and REDIS_URL gives only its db, user, password and TLS (rediss).
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "longhaul"
+    # The sentinels' own password (`requirepass` in sentinel.conf), if they have one.
+    redis_sentinel_password: str = ""
 
     presign_ttl_seconds: int = 3600
     max_files_per_job: int = 1000
@@ -93,6 +100,11 @@ class Settings:
         return self.s3_public_endpoint or self.s3_endpoint
 
     @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs; empty when Sentinel is off."""
+        return parse_sentinels(self.redis_sentinels)
+
+    @property
     def max_attempts(self) -> int:
         return self.max_retries + 1
 
@@ -120,6 +132,9 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "S3_CONNECT_TIMEOUT_SECONDS": "s3_connect_timeout_seconds",
     "S3_READ_TIMEOUT_SECONDS": "s3_read_timeout_seconds",
     "REDIS_URL": "redis_url",
+    "REDIS_SENTINELS": "redis_sentinels",
+    "REDIS_SENTINEL_MASTER": "redis_sentinel_master",
+    "REDIS_SENTINEL_PASSWORD": "redis_sentinel_password",
     "PRESIGN_TTL_SECONDS": "presign_ttl_seconds",
     "MAX_FILES_PER_JOB": "max_files_per_job",
     "WORKER_CONCURRENCY": "worker_concurrency",
@@ -181,7 +196,45 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def parse_sentinels(raw: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS (`host:port,host:port`, IPv6 as `[::1]:26379`) as (host, port) pairs.
+
+    Raises SettingsError naming the entry that is not a host and a port in 1-65535.
+    """
+    addresses = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"REDIS_SENTINELS entry {entry!r} must be host:port with a port in 1-65535 "
+                "(e.g. sentinel-1:26379,sentinel-2:26379)"
+            )
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def _validate_redis(settings: Settings) -> None:
+    scheme = urlsplit(settings.redis_url).scheme
+    if scheme not in {"redis", "rediss", "unix"}:
+        raise SettingsError(
+            f"REDIS_URL={settings.redis_url!r} must be a redis://, rediss:// or unix:// URL"
+        )
+    if not settings.sentinel_addresses:
+        return
+    if scheme == "unix":
+        raise SettingsError(
+            "REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set: "
+            "the sentinels name the master's host and port"
+        )
+    if not settings.redis_sentinel_master.strip():
+        raise SettingsError("REDIS_SENTINEL_MASTER must name the master the sentinels monitor")
+
+
 def _validate(settings: Settings) -> None:
+    _validate_redis(settings)
     for name, url in (
         ("S3_ENDPOINT", settings.s3_endpoint),
         ("S3_PUBLIC_ENDPOINT", settings.public_endpoint),

@@ -18,12 +18,12 @@ from backend.expiry import sweep_cron
 from backend.kinds import KINDS
 from backend.queue import (
     HEARTBEAT_SECONDS,
-    RedisSettings,
     Worker,
     cron,
     heartbeat_key,
     leased_worker,
     queue_key,
+    worker_redis,
 )
 from backend.runner import job_function
 from backend.services import Services
@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    services = await Services.open(settings)
+    # arq's own pool (ctx["redis"]) follows a failover with the rest.
+    services = await Services.open(settings, follow=[ctx["redis"]])
     ctx["services"] = services
     ctx["lease_watch"] = asyncio.create_task(
         leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
@@ -66,7 +67,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "functions": [job_function(kind, settings) for kind in KINDS.values()],
         # Every worker runs the sweep; arq's unique cron job ids keep it to one run a minute.
         "cron_jobs": [cron(sweep_cron, name="sweep_expired", second=0, timeout=60)],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_pool": worker_redis(settings),
         "queue_name": queue_key(settings),
         "max_jobs": settings.worker_concurrency,
         "on_startup": _startup,
