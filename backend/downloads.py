@@ -19,6 +19,7 @@ from backend import queue, tracing
 from backend.events import EventHub
 from backend.jobevents import JobEventName, ended_event, is_terminal_event
 from backend.jobs import ActiveJobsLimit, parse_event_id
+from backend.metrics.api import job_submitted
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
@@ -102,7 +103,9 @@ async def start_job(
                 # The request this repeats was refused at the cap (the only reason a key is
                 # given back), and so is its repeat, with the same answer.
                 limit = services.settings.max_active_jobs_per_client
+                job_submitted("refused")
                 raise ActiveJobsLimit(client or owner, limit)
+            job_submitted("replayed")
             return replayed
     record = JobRecord(
         job_id=job_id,
@@ -119,11 +122,13 @@ async def start_job(
     try:
         await services.store.create(record, active_limit=None if client is None else limit)
     except ActiveJobsLimit:
+        job_submitted("refused")
         if idempotency_key is not None:
             await services.store.forget_idempotency_key(scope, idempotency_key)
         raise
     if not await queue.enqueue(services.redis, services.settings, record.job_id):
         raise EnqueueFailed(f"job {record.job_id} is already queued")
+    job_submitted("accepted")
     return record
 
 
