@@ -409,3 +409,29 @@ async def test_dashboard_and_alerts_use_only_metrics_and_labels_real_scrapes_exp
         for name, matchers in _SELECTOR.findall(text):
             labels = set().union(*(s.labels_of(name) for s in scrapes))
             assert set(_MATCHER_LABEL.findall(matchers)) <= labels, (where, name, matchers)
+
+
+async def test_the_workers_endpoint_ends_with_the_worker_and_a_taken_port_stops_nothing(
+    isolated_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    worker = devstack.start_worker({**isolated_env, "METRICS_PORT": str(port)}, tmp_path)
+    try:
+        scraped = await scrape(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.value("longhaul_workers_live") >= 0
+        # Another worker on the same host and port: it logs why it has no endpoint, and works.
+        second = devstack.start_worker(
+            {**isolated_env, "METRICS_PORT": str(port)}, tmp_path, name="second"
+        )
+        second.stop()
+        assert second.popen.returncode == 0
+        assert f"cannot listen on METRICS_PORT={port}" in second.log_tail(200)
+    finally:
+        started = time.monotonic()
+        worker.stop()
+    stopped_in = time.monotonic() - started
+    print(f"\nSIGTERM -> worker and its metrics endpoint gone: {stopped_in:.1f} s")
+    assert worker.popen.returncode == 0
+    assert stopped_in < 10
+    with pytest.raises(httpx.ConnectError):
+        await scrape(f"http://127.0.0.1:{port}/metrics")
