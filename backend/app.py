@@ -35,6 +35,7 @@ from backend.api.jsonbody import JsonRequest
 from backend.api.webhook_docs import WEBHOOKS
 from backend.edges import wrap_every_answer
 from backend.events import EventHub
+from backend.metrics.http import metrics
 from backend.pages import page_routes
 from backend.routes import CSRF_EXEMPT_GROUPS, DOCS_PATH, STATIC_PATH, path_patterns
 from backend.services import Services
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DownloadController,
             list_files,
             health,
+            metrics,
             *page_routes(),
             create_static_files_router(
                 path=STATIC_PATH,

@@ -17,7 +17,14 @@ import msgspec
 from backend import queue, tracing
 from backend.events import EventHub
 from backend.jobevents import JobEventName, ended_event, is_terminal_event
-from backend.jobs import AlreadyQueued, IdempotencyBound, IdempotencyClaim, parse_event_id
+from backend.jobs import (
+    ActiveJobsLimit,
+    AlreadyQueued,
+    IdempotencyBound,
+    IdempotencyClaim,
+    parse_event_id,
+)
+from backend.metrics.api import job_submitted
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
@@ -126,6 +133,9 @@ async def start_job(
             idempotency=claim,
             queue_entry=queue.queue_entry(services.settings, job_id),
         )
+    except ActiveJobsLimit:
+        job_submitted("refused")
+        raise
     except IdempotencyBound as bound:
         if claim is None or bound.fingerprint != claim.fingerprint:
             raise IdempotencyConflict(idempotency_key or "") from None
@@ -134,9 +144,11 @@ async def start_job(
             # A key lives a day and its job's record a week: only a record deleted by hand is
             # gone, and there is nothing left to replay.
             raise UnknownJob(bound.job_id) from None
+        job_submitted("replayed")
         return replayed
     except AlreadyQueued:
         raise EnqueueFailed(f"job {job_id} is already queued") from None
+    job_submitted("accepted")
     return record
 
 

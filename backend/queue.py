@@ -71,6 +71,7 @@ __all__ = [
     "queue_entry",
     "queue_key",
     "request_abort",
+    "waiting",
     "worker_redis",
 ]
 
@@ -84,6 +85,8 @@ BUILD_ARCHIVE = "build_archive"
 ABORT_SET = abort_jobs_ss
 # A worker rewrites its heartbeat this often; arq lets it expire one second later.
 HEARTBEAT_SECONDS = 5
+# How many due queue entries `waiting` checks for a running job (far more than ever run at once).
+WAITING_SCAN_LIMIT = 10_000
 
 # arq's heartbeat value (Worker.record_health), one line of `key=count` fields:
 #   "Nov-29 14:03:07 j_complete=12 j_failed=1 j_retried=3 j_ongoing=2 queued=0"
@@ -165,6 +168,33 @@ async def depth(redis: Redis, settings: Settings) -> tuple[int, int]:
     now_ms = int(time.time() * 1000)
     total, ready = await asyncio.gather(redis.zcard(queue), redis.zcount(queue, "-inf", now_ms))
     return int(ready), int(total) - int(ready)
+
+
+async def waiting(redis: Redis, settings: Settings) -> tuple[int, float | None]:
+    """Jobs due now that no worker runs yet, and when the oldest of them became due (epoch s;
+    None when none waits).
+
+    arq keeps a running job in the queue until it finishes, marked by its in-progress key, so
+    due entries are checked against those keys. Workers take due jobs oldest first, so the
+    running ones sit at the head: the first WAITING_SCAN_LIMIT due entries are checked, and
+    any beyond them are counted as waiting.
+    """
+    queue = queue_key(settings)
+    now_ms = int(time.time() * 1000)
+    due = await redis.zrangebyscore(
+        queue, "-inf", now_ms, start=0, num=WAITING_SCAN_LIMIT, withscores=True
+    )
+    if not due:
+        return 0, None
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, _ in due:
+            pipe.exists(in_progress_key(job_id.decode() if isinstance(job_id, bytes) else job_id))
+        running = await pipe.execute()
+    idle = [float(score) for (_, score), busy in zip(due, running, strict=True) if not busy]
+    total = len(due)
+    if total == WAITING_SCAN_LIMIT:
+        total = int(await redis.zcount(queue, "-inf", now_ms))
+    return total - sum(1 for busy in running if busy), (idle[0] / 1000 if idle else None)
 
 
 async def live_workers(redis: Redis, settings: Settings) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from backend import leases, tracing
 from backend.jobevents import completed_event, failed_event, retrying_event
 from backend.logs import bind_job
+from backend.metrics.worker import observed_attempt
 from backend.models import JobRecord, JobState
 from backend.queue import Function, Retry, func
 from backend.services import Services
@@ -158,7 +159,8 @@ async def run_job(kind: JobKind, ctx: dict[str, Any], job_id: str) -> str:
     with bind_job(job_id), tracing.job_attempt_span(job_id, number, record.trace_context):
         try:
             async with lease.held():
-                return await _attempt(kind, Attempt(fenced, record, number))
+                attempt = _attempt(kind, Attempt(fenced, record, number))
+                return await observed_attempt(kind.name, record, attempt)
         except leases.LeaseLost:
             # Handed back unwritten; LeasedWorker leaves the job alone if another attempt
             # holds it now, else it runs again at once.

@@ -94,6 +94,9 @@ class Settings:
     log_level: str = "INFO"
     queue_name: str = "longhaul:queue"
     key_prefix: str = "longhaul"
+    # The worker's Prometheus endpoint (`/metrics` on every interface); 0 turns it off. The API
+    # serves its own on its port.
+    metrics_port: int = 9100
 
     @property
     def public_endpoint(self) -> str:
@@ -165,6 +168,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "LOG_LEVEL": "log_level",
     "QUEUE_NAME": "queue_name",
     "KEY_PREFIX": "key_prefix",
+    "METRICS_PORT": "metrics_port",
 }
 
 
@@ -254,6 +258,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("S3_CONNECT_TIMEOUT_SECONDS and S3_READ_TIMEOUT_SECONDS must be > 0")
     if not settings.retry_backoff_seconds:
         raise SettingsError("RETRY_BACKOFF_SECONDS needs at least one delay")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise SettingsError("METRICS_PORT must be a TCP port (1-65535), or 0 for none")
     if settings.archive_part_size < 5 * 1024 * 1024:
         raise SettingsError("ARCHIVE_PART_SIZE must be at least 5 MiB (an S3 rule)")
     if settings.webhook_retry_for_seconds < 0 or settings.webhook_timeout_seconds <= 0:

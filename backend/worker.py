@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from backend import leases
 from backend.expiry import sweep_cron
 from backend.kinds import KINDS
+from backend.metrics.exporter import worker_metrics_served
 from backend.queue import (
     HEARTBEAT_SECONDS,
     Worker,
@@ -90,6 +91,12 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
 
 
 def serve(settings: Settings) -> None:
+    """Run a worker until it is stopped by a signal, its metrics served on METRICS_PORT."""
+    with worker_metrics_served(settings, KINDS):
+        _serve_until_stopped(settings)
+
+
+def _serve_until_stopped(settings: Settings) -> None:
     """Run a worker until it is stopped by a signal, outliving Redis outages.
 
     arq's worker exits when Redis goes away mid-job; rather than needing a restart by hand,

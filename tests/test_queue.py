@@ -121,6 +121,42 @@ async def test_depth_counts_due_and_deferred_jobs(services: Services, settings: 
     assert await queue.depth(services.redis, settings) == (2, 1)
 
 
+async def test_waiting_counts_due_jobs_no_worker_runs_and_when_the_oldest_became_due(
+    services: Services, settings: Settings
+) -> None:
+    assert await queue.waiting(services.redis, settings) == (0, None)
+    first = await recorded_job(services, [8])
+    assert await queue.enqueue(services.redis, settings, first)
+    await asyncio.sleep(0.01)  # due strictly first: workers take the earliest score
+    for _ in range(2):
+        assert await queue.enqueue(services.redis, settings, await recorded_job(services, [5]))
+    # A retry waiting out its backoff is not due yet.
+    await services.redis.enqueue_job(
+        queue.BUILD_ARCHIVE,
+        await recorded_job(services, [5]),
+        _queue_name=queue.queue_key(settings),
+        _defer_by=60,
+    )
+    scores = await services.redis.zrange(queue.queue_key(settings), 0, 2, withscores=True)
+    count, oldest = await queue.waiting(services.redis, settings)
+    assert (count, oldest) == (3, scores[0][1] / 1000)
+
+    # A worker with one slot runs the first job (slow): it stays in arq's queue while it runs,
+    # but no longer waits.
+    slow = settings.replace(throttle_bytes_per_second=512 * 1024, worker_concurrency=1)
+    worker = serving_worker(slow)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(
+            lambda: services.redis.exists(queue.in_progress_key(first)), lambda found: found == 1
+        )
+        count, oldest = await queue.waiting(services.redis, settings)
+        assert (count, oldest) == (2, scores[1][1] / 1000)
+    finally:
+        running.cancel()
+        await worker.close()
+
+
 async def test_live_workers_reads_a_real_workers_heartbeat_and_running_jobs(
     services: Services, settings: Settings
 ) -> None:

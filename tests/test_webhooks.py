@@ -22,6 +22,7 @@ import jsonschema
 import msgspec
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from backend import devstack
@@ -105,6 +106,8 @@ async def webhook_env(
         WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
         WEBHOOK_RETRY_FOR_SECONDS=str(RETRY_FOR_SECONDS),
         WEBHOOK_TIMEOUT_SECONDS="2",
+        # The worker's own metrics endpoint: delivery outcomes are counted there.
+        METRICS_PORT=str(devstack.free_port()),
         # Slow enough that a job on the 6 MiB file is still running when it is cancelled.
         THROTTLE_BYTES_PER_SECOND=str(1024 * 1024),
     )
@@ -260,6 +263,39 @@ async def test_receiver_down_then_up_gets_the_same_message_retried(
     assert delivery["state"] == "delivered" and delivery["attempts"] >= 2
     hook = only(late.on("/late"))
     assert hook.headers["webhook-id"] == failed_attempt["webhook_id"]
+
+
+async def _delivery_counts(env: dict[str, str]) -> dict[str, float]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics")).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "longhaul_webhook_deliveries":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["outcome"]] = sample.value
+    return counts
+
+
+async def test_delivery_outcomes_are_counted_in_the_workers_metrics(
+    api: httpx.AsyncClient, receiver: Receiver, webhook_env: dict[str, str]
+) -> None:
+    before = await _delivery_counts(webhook_env)
+    receiver.answers["/counted-gone"] = 410
+    gone = await _start(api, [5], receiver.url("/counted-gone"))
+    ok = await _start(api, [5], receiver.url("/counted-ok"))
+    await deliveries(api, gone["job_id"])
+    await deliveries(api, ok["job_id"])
+    # Counted just after the outcome is recorded: the status can show it a moment earlier.
+    after = await eventually(
+        lambda: _delivery_counts(webhook_env),
+        lambda now: (
+            now["delivered"] > before["delivered"] and now["abandoned"] > before["abandoned"]
+        ),
+    )
+    assert after["abandoned"] - before["abandoned"] == 1
+    assert after["delivered"] - before["delivered"] == 1
+    assert after["retrying"] == before["retrying"]
 
 
 async def test_410_gone_stops_the_retries(api: httpx.AsyncClient, receiver: Receiver) -> None:

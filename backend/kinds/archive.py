@@ -8,6 +8,7 @@ import time
 
 from backend import tracing
 from backend.archive import ArchiveProgress, build_archive, entry_names
+from backend.metrics.worker import archived
 from backend.queue import BUILD_ARCHIVE
 from backend.runner import Attempt, JobCancelled, JobFailed
 
@@ -71,6 +72,7 @@ class ArchiveKind:
             part_size=settings.archive_part_size,
             throttle_bytes_per_second=settings.throttle_bytes_per_second,
         )
+        archived(size)
         record.archive_key = key
         record.archive_size = size
         record.finished_at = time.time()

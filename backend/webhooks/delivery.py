@@ -25,6 +25,7 @@ import msgspec
 
 from backend.downloads import download_url
 from backend.jobevents import JobEventName
+from backend.metrics.worker import webhook_attempted
 from backend.models import JobState
 from backend.services import Services
 from backend.webhooks import signing
@@ -67,6 +68,13 @@ class Outcome(msgspec.Struct, frozen=True):
     @property
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+_METRIC_OUTCOMES = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.PENDING: "retrying",
+    DeliveryState.FAILED: "abandoned",
+}
 
 
 def apply(delivery: WebhookDelivery, outcome: Outcome, now: float, retry_for: float) -> None:
@@ -201,6 +209,7 @@ async def deliver(
     outcome = await send(services, client, delivery)
     apply(delivery, outcome, time.time(), services.settings.webhook_retry_for_seconds)
     await outbox.record(delivery)
+    webhook_attempted(_METRIC_OUTCOMES[delivery.state])
     logger.info(
         "webhook %s for job %s attempt %d: %s",
         delivery.webhook_id,
