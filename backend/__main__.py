@@ -15,7 +15,7 @@ from pathlib import Path
 from backend.settings import load_settings
 
 try:
-    from backend import tracing
+    from backend import errorreporting, tracing
     from backend.logs import configure_logging
 except ModuleNotFoundError as missing:  # a client-only install (`pip install longhaul`)
     sys.exit(
@@ -31,11 +31,13 @@ DEV_THROTTLE = str(2 * 1024 * 1024)
 def run_api() -> None:
     import uvicorn
 
+    from backend.api.errors import EXPECTED_ERRORS
     from backend.app import create_app
 
     settings = load_settings()
     configure_logging(settings.log_level)
     tracing.configure("longhaul-api")
+    errorreporting.configure(settings, "longhaul-api", expected=EXPECTED_ERRORS)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -55,6 +57,7 @@ def run_worker() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     tracing.configure("longhaul-worker")
+    errorreporting.configure(settings, "longhaul-worker")
     serve(settings)
 
 

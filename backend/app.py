@@ -19,7 +19,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.template.base import csrf_token
 
-from backend import leases, tracing
+from backend import errorreporting, leases, tracing
 from backend.api.deps import (
     provide_client,
     provide_health_probes,
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             watcher.cancel()
             await hub.stop()
             await services.close()
+            errorreporting.flush()
 
     app = Litestar(
         route_handlers=[

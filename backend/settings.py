@@ -65,6 +65,11 @@ class Settings:
     api_auth_required: bool = False
     # Comma-separated origins allowed to call the API from other sites ("" = none).
     cors_allow_origins: str = ""
+    # Error reports to Sentry (errorreporting.py), off while the DSN is empty. Traces are
+    # OpenTelemetry's (tracing.py), so Sentry gets none unless a sample rate asks for them.
+    sentry_dsn: str = ""
+    sentry_environment: str = ""
+    sentry_traces_sample_rate: float = 0.0
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -124,6 +129,9 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "JWT_SECRET": "jwt_secret",
     "API_AUTH_REQUIRED": "api_auth_required",
     "CORS_ALLOW_ORIGINS": "cors_allow_origins",
+    "SENTRY_DSN": "sentry_dsn",
+    "SENTRY_ENVIRONMENT": "sentry_environment",
+    "SENTRY_TRACES_SAMPLE_RATE": "sentry_traces_sample_rate",
     "HOST": "host",
     "PORT": "port",
     "SECRET_KEY": "secret_key",
@@ -181,3 +189,12 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("RETRY_BACKOFF_SECONDS needs at least one delay")
     if settings.archive_part_size < 5 * 1024 * 1024:
         raise SettingsError("ARCHIVE_PART_SIZE must be at least 5 MiB (an S3 rule)")
+    if not 0 <= settings.sentry_traces_sample_rate <= 1:
+        raise SettingsError("SENTRY_TRACES_SAMPLE_RATE must be between 0 and 1")
+    if settings.sentry_dsn:
+        # Not echoed: a DSN carries the project's key.
+        dsn = urlsplit(settings.sentry_dsn)
+        if dsn.scheme not in {"http", "https"} or not dsn.username or not dsn.path.strip("/"):
+            raise SettingsError(
+                "SENTRY_DSN must look like https://<public key>@<host>/<project id>"
+            )
