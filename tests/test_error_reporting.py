@@ -3,7 +3,9 @@ worker processes: one event per failure, tagged, and with no secret in the bytes
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tests.sentry_fixtures import (
     SentryReceiver,
     sentry_receiver_fixture,  # noqa: F401 (provides the `sentry_receiver` fixture)
 )
+from tests.test_validation import CASES as BAD_REQUESTS
 
 # What the processes hold or are sent that must never reach Sentry.
 S3_SECRET = "s3-secret-Zq81vLx0Tn"
@@ -152,6 +155,77 @@ async def test_a_worker_reports_a_timeout_but_not_a_job_refused_on_its_input_or_
     assert_no_secrets(sentry_receiver.raw())
 
 
+# A worker whose one kind has a bug: its attempt raises what nobody expects. The runner both
+# reports and logs such an error; it must still arrive once.
+BUGGY_WORKER = """
+import asyncio
+
+from backend import errorreporting
+from backend.downloads import start_job
+from backend.queue import BUILD_ARCHIVE
+from backend.runner import job_function
+from backend.services import Services
+from backend.settings import load_settings
+from backend.worker import create_worker
+
+
+class Buggy:
+    name = BUILD_ARCHIVE
+
+    async def run(self, attempt):
+        raise KeyError("archive_size")
+
+
+async def main():
+    settings = load_settings()
+    errorreporting.configure(settings, "longhaul-worker")
+    services = await Services.open(settings)
+    record = await start_job(services, [5], "public")
+    worker = create_worker(
+        settings, burst=True, poll_delay=0.05, handle_signals=False, cron_jobs=[],
+        functions=[job_function(Buggy(), settings)],
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+        await services.close()
+    print(record.job_id)
+
+
+asyncio.run(main())
+"""
+
+
+async def test_an_unexpected_error_in_a_job_is_reported_once_though_it_is_also_logged(
+    sentry_receiver: SentryReceiver, isolated_env: dict[str, str], services: Services
+) -> None:
+    env = devstack.service_env(reporting_env(isolated_env, sentry_receiver))
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        BUGGY_WORKER,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode()
+    job_id = out.decode().strip()
+
+    record = await services.store.get(job_id)
+    assert record is not None
+    assert record.status is JobState.FAILED
+    assert record.error == "internal error: KeyError: 'archive_size'"
+    assert b"failed with an unexpected error" in err  # logged, with its traceback
+    (event,) = sentry_receiver.events()
+    assert event["tags"]["job_id"] == job_id
+    assert event["tags"]["attempt"] == "1"
+    assert event["tags"]["final_attempt"] == "true"
+    assert exception_type(event) == "KeyError"
+    assert_no_secrets(sentry_receiver.raw())
+
+
 def access_line(log: Path, request_id: str) -> dict[str, Any]:
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
@@ -172,22 +246,19 @@ async def test_an_unexpected_api_error_arrives_once_with_request_and_trace_ids_a
     api = devstack.start_api(env, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=api.url, headers=BEARER, timeout=30) as client:
-            # Answers given on purpose: none of them is an error to report.
-            unknown = await client.get(f"/v1/download/status/{uuid.uuid4()}")
-            assert unknown.status_code == 404
-            assert (
-                await client.post("/v1/download/async", json={"file_ids": "x"})
-            ).status_code == 400
-            malformed = await client.post(
-                "/v1/download/async", content=b"{", headers={"Content-Type": "application/json"}
-            )
-            assert malformed.status_code == 400, malformed.text
-            assert "JSON" in malformed.json()["detail"]
+            # Answers given on purpose, each the same with the integration reading bodies
+            # first as without it (test_validation.py): none is an error to report.
+            for case in BAD_REQUESTS:
+                answer = await client.request(
+                    case.method, case.path, content=case.body, headers=case.headers
+                )
+                assert answer.status_code == case.status, (case.name, answer.text)
+                assert case.says in answer.json()["detail"], case.name
             bad_token = await client.get(
-                "/v1/download/status/x", headers={"Authorization": "Bearer nonsense"}
+                f"/v1/download/status/{uuid.uuid4().hex}",
+                headers={"Authorization": "Bearer nonsense"},
             )
             assert bad_token.status_code == 401
-            assert (await client.get("/no-such-route")).status_code == 404
 
             # A record this release cannot read (written by an incompatible one, or by hand):
             # the status route has no answer for that but a 500.
