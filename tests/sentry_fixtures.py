@@ -79,17 +79,20 @@ class SentryReceiver:
     def dsn(self) -> str:
         return f"http://{PUBLIC_KEY}@127.0.0.1:{self.port}/{PROJECT}"
 
-    def events(self, service: str | None = None) -> list[dict[str, Any]]:
-        """Every `event` item received (not sessions or client reports), of `service` if given."""
+    def items(self, kind: str) -> list[dict[str, Any]]:
+        """The payloads of every item of this type received (`event`, `transaction`, ...)."""
         with self._lock:
             envelopes = list(self.envelopes)
-        found = [
+        return [
             json.loads(payload)
             for envelope in envelopes
             for item_header, payload in envelope.items
-            if item_header.get("type") == "event"
+            if item_header.get("type") == kind
         ]
-        return [e for e in found if service is None or e.get("tags", {}).get("service") == service]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every error event received (not transactions, sessions or client reports)."""
+        return self.items("event")
 
     def raw(self) -> bytes:
         """All envelopes as the SDK serialised them, one after another."""

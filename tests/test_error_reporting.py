@@ -242,7 +242,13 @@ async def test_an_unexpected_api_error_arrives_once_with_request_and_trace_ids_a
     services: Services,
     tmp_path: Path,
 ) -> None:
-    env = reporting_env(isolated_env, sentry_receiver, OTEL_TRACES_EXPORTER="console")
+    # Sentry traces on as well: transactions carry the request too, and must be as clean.
+    env = reporting_env(
+        isolated_env,
+        sentry_receiver,
+        OTEL_TRACES_EXPORTER="console",
+        SENTRY_TRACES_SAMPLE_RATE="1",
+    )
     api = devstack.start_api(env, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=api.url, headers=BEARER, timeout=30) as client:
@@ -295,6 +301,7 @@ async def test_an_unexpected_api_error_arrives_once_with_request_and_trace_ids_a
     assert exception_type(event) == "ValidationError"
     assert event["request"]["url"].endswith(f"/v1/download/status/{job_id}")
     assert "X-Amz-Signature=[Filtered]" in event["request"]["query_string"]
+    assert sentry_receiver.items("transaction"), "no transaction was sent"
     assert_no_secrets(sentry_receiver.raw())
 
 
