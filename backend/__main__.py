@@ -16,7 +16,7 @@ from typing import Any
 from backend.settings import load_settings
 
 try:
-    from backend import tracing
+    from backend import errorreporting, tracing
     from backend.logs import configure_logging
 except ModuleNotFoundError as missing:  # a client-only install (`pip install longhaul`)
     sys.exit(
@@ -47,9 +47,9 @@ def run_api(processes: int | None = None) -> None:
         "timeout_graceful_shutdown": 3,
     }
     if processes == 1:
-        from backend.app import create_app
+        from backend.app import configure_api_process, create_app
 
-        tracing.configure("longhaul-api")
+        configure_api_process(settings)
         uvicorn.run(create_app(settings), **options)
         return
     # uvicorn's process manager spawns each process fresh and builds the app there from an
@@ -63,6 +63,7 @@ def run_worker() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     tracing.configure("longhaul-worker")
+    errorreporting.configure(settings, "longhaul-worker")
     serve(settings)
 
 

@@ -19,7 +19,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.template.base import csrf_token
 
-from backend import leases, tracing
+from backend import errorreporting, leases, tracing
 from backend.api.deps import (
     provide_client,
     provide_health_probes,
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             watcher.cancel()
             await hub.stop()
             await services.close()
+            errorreporting.flush()
 
     app = Litestar(
         route_handlers=[
@@ -158,8 +159,16 @@ def app_from_environment() -> Litestar:
     _exit_with_parent()
     settings = load_settings()
     configure_logging(settings.log_level)
-    tracing.configure("longhaul-api")
+    configure_api_process(settings)
     return create_app(settings)
+
+
+def configure_api_process(settings: Settings) -> None:
+    """Tracing and error reporting of one API process (before its app is built)."""
+    from backend.api.errors import EXPECTED_ERRORS
+
+    tracing.configure("longhaul-api")
+    errorreporting.configure(settings, "longhaul-api", expected=EXPECTED_ERRORS)
 
 
 def _exit_with_parent() -> None:

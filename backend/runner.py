@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from backend import leases, tracing
+from backend import errorreporting, leases, tracing
 from backend.jobevents import completed_event, failed_event, retrying_event
 from backend.logs import bind_job
 from backend.metrics.worker import observed_attempt
@@ -46,6 +46,10 @@ class JobCancelled(Exception):
 
 class JobFailed(Exception):
     """A kind's verdict that the job cannot succeed (no retry): the message says why."""
+
+
+class GaveUp(JobFailed):
+    """The job's attempts were interrupted (worker crashes) more often than allowed."""
 
 
 class JobKind(Protocol):
@@ -156,7 +160,11 @@ async def run_job(kind: JobKind, ctx: dict[str, Any], job_id: str) -> str:
     # Every write of this attempt first checks that it still holds the job.
     fenced = dataclasses.replace(services, store=leases.FencedJobStore(services.store, lease))
     # Every attempt continues the trace of the request that started the job.
-    with bind_job(job_id), tracing.job_attempt_span(job_id, number, record.trace_context):
+    with (
+        bind_job(job_id),
+        tracing.job_attempt_span(job_id, number, record.trace_context),
+        errorreporting.job_attempt(job_id, number, kind.name, record.trace_context),
+    ):
         try:
             async with lease.held():
                 attempt = _attempt(kind, Attempt(fenced, record, number))
@@ -178,12 +186,16 @@ async def _attempt(kind: JobKind, attempt: Attempt) -> str:
     except JobCancelled:
         return JobState.CANCELLED.value
     except JobFailed as exc:
+        # A kind's verdict on its input is the job's answer, not a fault of the service.
+        if isinstance(exc, GaveUp):
+            errorreporting.report_attempt(exc, final=True)
         await _fail(services, record, str(exc))
         return JobState.FAILED.value
     except leases.LeaseLost:
         raise
     except TimeoutError as exc:
         if deadline.expired():
+            errorreporting.report_attempt(exc, final=True)
             limit = services.settings.job_timeout_seconds
             await _fail(services, record, f"the job took longer than {limit} s")
             return JobState.FAILED.value
@@ -193,6 +205,8 @@ async def _attempt(kind: JobKind, attempt: Attempt) -> str:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        # Reported before it is logged: the log line's copy of it is then dropped as a duplicate.
+        errorreporting.report_attempt(exc, final=True)
         logger.exception("job %s failed with an unexpected error", record.job_id)
         await _fail(services, record, f"internal error: {type(exc).__name__}: {exc}")
         return JobState.FAILED.value
@@ -209,7 +223,7 @@ async def _start(attempt: Attempt) -> None:
     record.started_at = record.started_at or time.time()
     await attempt.save_progress()
     if attempt.number > settings.max_attempts + CRASH_ALLOWANCE:
-        raise JobFailed(f"gave up after {attempt.number - 1} interrupted attempts")
+        raise GaveUp(f"gave up after {attempt.number - 1} interrupted attempts")
 
 
 async def _after_transient(attempt: Attempt, exc: BaseException) -> str:
@@ -217,6 +231,7 @@ async def _after_transient(attempt: Attempt, exc: BaseException) -> str:
     message = _describe(exc)
     tracing.failed(message, exc)
     settings = services.settings
+    errorreporting.report_attempt(exc, final=attempt.number >= settings.max_attempts)
     if attempt.number >= settings.max_attempts:
         await _fail(services, record, message)
         return JobState.FAILED.value

@@ -83,6 +83,11 @@ class Settings:
     webhook_retry_for_seconds: int = 3600
     # One delivery attempt's time limit (connect, send, and read the answer).
     webhook_timeout_seconds: float = 10.0
+    # Error reports to Sentry (errorreporting.py), off while the DSN is empty. Traces are
+    # OpenTelemetry's (tracing.py), so Sentry gets none unless a sample rate asks for them.
+    sentry_dsn: str = ""
+    sentry_environment: str = ""
+    sentry_traces_sample_rate: float = 0.0
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -161,6 +166,9 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "WEBHOOK_ALLOWED_HOSTS": "webhook_allowed_hosts",
     "WEBHOOK_RETRY_FOR_SECONDS": "webhook_retry_for_seconds",
     "WEBHOOK_TIMEOUT_SECONDS": "webhook_timeout_seconds",
+    "SENTRY_DSN": "sentry_dsn",
+    "SENTRY_ENVIRONMENT": "sentry_environment",
+    "SENTRY_TRACES_SAMPLE_RATE": "sentry_traces_sample_rate",
     "HOST": "host",
     "PORT": "port",
     "API_PROCESSES": "api_processes",
@@ -279,3 +287,12 @@ def _validate(settings: Settings) -> None:
             parse_allowed_hosts(settings.webhook_allowed_hosts)
         except ValueError as exc:
             raise SettingsError(f"WEBHOOK_ALLOWED_HOSTS: {exc}") from exc
+    if not 0 <= settings.sentry_traces_sample_rate <= 1:
+        raise SettingsError("SENTRY_TRACES_SAMPLE_RATE must be between 0 and 1")
+    if settings.sentry_dsn:
+        # Not echoed: a DSN carries the project's key.
+        dsn = urlsplit(settings.sentry_dsn)
+        if dsn.scheme not in {"http", "https"} or not dsn.username or not dsn.path.strip("/"):
+            raise SettingsError(
+                "SENTRY_DSN must look like https://<public key>@<host>/<project id>"
+            )

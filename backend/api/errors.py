@@ -166,3 +166,9 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     StorageError: unavailable_handler,
     Exception: internal_error_handler,
 }
+
+# Answered on purpose (a 4xx, or a 503 while Redis or S3 is away): not faults of the code, so
+# never reported as errors (errorreporting.py). An HTTPException is judged by its status.
+EXPECTED_ERRORS: tuple[type[Exception], ...] = tuple(
+    error for error in EXCEPTION_HANDLERS if error not in (Exception, HTTPException)
+)
