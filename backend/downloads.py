@@ -77,20 +77,25 @@ async def start_job(
     owner: str,
     idempotency_key: str | None = None,
     client: str | None = None,
+    retry_of: str | None = None,
 ) -> JobRecord:
     """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
 
     With an idempotency key, a repeat of the same request returns the job the first one made;
     the same key with another body is refused (IdempotencyConflict). A `client` may have at
     most MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
-    (ActiveJobsLimit past it); a repeat of a request returns its job even then.
+    (ActiveJobsLimit past it); a repeat of a request returns its job even then. `retry_of`
+    names the ended job this one tries again (see retries.py).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
     job_id = uuid.uuid4().hex
     scope = idempotency_scope(owner, client)
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
+        # A retry's key names the job it retries too: the same key on a plain POST of the
+        # same files is another request.
+        asked = repr(list(file_ids)) + ("" if retry_of is None else f" retry_of={retry_of}")
+        fingerprint = hashlib.sha256(asked.encode()).hexdigest()[:32]
         bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
             scope, idempotency_key, fingerprint, job_id
         )
@@ -114,6 +119,7 @@ async def start_job(
         created_at=time.time(),
         # The worker continues this request's trace in every attempt.
         trace_context=tracing.inject(),
+        retry_of=retry_of,
     )
     limit = services.settings.max_active_jobs_per_client
     try:

@@ -79,6 +79,8 @@ class JobRecord(Struct, kw_only=True):
     started_at: float | None = None
     finished_at: float | None = None
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    # The ended job this one tries again (POST /v1/download/{job_id}/retry, the page's button).
+    retry_of: str | None = None
 
     # The one definition of each in-between condition of `processing`: the pages and the
     # public status ask the record rather than re-deriving them from its fields.
@@ -124,6 +126,16 @@ class JobStatus(Struct, kw_only=True):
     archive_expires_at: float | None = None
     status_url: str = ""
     events_url: str = ""
+    # The ended job this one tries again with the same files; None for a job started afresh.
+    retry_of: str | None = None
+
+
+class JobPage(Struct, kw_only=True):
+    """GET /v1/downloads: a page of the caller's jobs, newest first."""
+
+    jobs: list[JobStatus]
+    # Pass as `cursor` for the next page; None on the last page.
+    next_cursor: str | None = None
 
 
 class JobEvent(Struct, frozen=True):
@@ -174,4 +186,5 @@ def status_of(
         archive_expires_at=record.archive_expires_at,
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
+        retry_of=record.retry_of,
     )
