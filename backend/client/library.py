@@ -288,8 +288,15 @@ class Client:
             self._runner.close()
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
-        # Ctrl-C cancels the work and surfaces here as KeyboardInterrupt (asyncio.Runner).
-        return self._runner.run(work)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # Ctrl-C cancels the work and surfaces here as KeyboardInterrupt (asyncio.Runner).
+            return self._runner.run(work)
+        work.close()
+        raise RuntimeError(
+            "Client cannot run inside a running event loop; await AsyncClient's methods there"
+        )
 
     def files(self) -> list[CatalogueFile]:
         return self._run(self.aio.files())
