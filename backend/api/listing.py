@@ -52,7 +52,8 @@ _COMMON = {
         **_COMMON,
     },
     description="The caller's jobs, newest first, each in the shape of "
-    "`GET /v1/download/status/{job_id}`, until their records expire. Needs a bearer token "
+    "`GET /v1/download/status/{job_id}`, for JOB_RECORD_TTL_SECONDS after each was created. "
+    "Needs a bearer token "
     "(or the page's owner cookie): callers without one all share the `public` owner, so "
     "listing its jobs would show every anonymous caller's. Pages are cut by an opaque cursor "
     "that names the page's last job, so jobs created meanwhile neither shift nor repeat them.",
