@@ -32,6 +32,7 @@ from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.files import list_files
 from backend.api.health import HealthProbes, health
 from backend.api.jsonbody import JsonRequest
+from backend.api.listing import list_downloads, retry_download
 from backend.api.webhook_docs import WEBHOOKS
 from backend.edges import wrap_every_answer
 from backend.events import EventHub
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             DownloadController,
+            list_downloads,
+            retry_download,
             list_files,
             health,
             metrics,

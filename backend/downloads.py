@@ -87,6 +87,7 @@ async def start_job(
     idempotency_key: str | None = None,
     client: str | None = None,
     callback_url: str | None = None,
+    retry_of: str | None = None,
 ) -> JobRecord:
     """Record a new job and queue it: one Redis round trip, no S3 call.
 
@@ -99,6 +100,7 @@ async def start_job(
     (ActiveJobsLimit past it).
     A `callback_url` gets the job's terminal events as signed webhooks (InvalidInput naming
     it when the server has no signing secret or the SSRF guard refuses it).
+    `retry_of` names the ended job this one tries again (see retries.py).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
     if callback_url is not None:
@@ -110,7 +112,13 @@ async def start_job(
     claim = None
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        request = repr(list(file_ids)) + (f" {callback_url}" if callback_url else "")
+        # A retry's key names the job it retries too: the same key on a plain POST of the
+        # same files is another request.
+        request = (
+            repr(list(file_ids))
+            + (f" {callback_url}" if callback_url else "")
+            + ("" if retry_of is None else f" retry_of={retry_of}")
+        )
         fingerprint = hashlib.sha256(request.encode()).hexdigest()[:32]
         claim = IdempotencyClaim(idempotency_scope(owner, client), idempotency_key, fingerprint)
     record = JobRecord(
@@ -124,6 +132,7 @@ async def start_job(
         # The worker continues this request's trace in every attempt.
         trace_context=tracing.inject(),
         callback_url=callback_url,
+        retry_of=retry_of,
     )
     limit = services.settings.max_active_jobs_per_client
     try:

@@ -93,6 +93,8 @@ end
 if ARGV[8] == 'create' then
   redis.call('ZADD', KEYS[3], ARGV[9], ARGV[7])
   redis.call('EXPIRE', KEYS[3], ttl)
+  -- Trimmed like the index of all jobs: an entry lives no longer than its record.
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[9]) - ttl)
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[7])
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[9]) - ttl)
 end
@@ -318,6 +320,38 @@ class JobStore:
             return []
         raws = await self.redis.mget([self.record_key(_text(j)) for j in job_ids])
         return [_record_decoder.decode(raw) for raw in raws if raw is not None]
+
+    async def owner_index_before(
+        self, owner: str, before: tuple[float, str] | None, count: int
+    ) -> list[tuple[str, float]]:
+        """Up to `count` (job id, created_at) of the owner's index, newest first, strictly
+        after `before` in that order (created_at descending, then job id descending).
+
+        Entries whose records have expired may still be listed (the index is trimmed as
+        jobs are created); read the records to skip them.
+        """
+        key = self.owner_key(owner)
+        if before is None:
+            entries = await self.redis.zrevrangebyscore(
+                key, "+inf", "-inf", start=0, num=count, withscores=True
+            )
+            return [(_text(j), float(s)) for j, s in entries]
+        score, job_id = before
+        # Jobs created in the same instant share a score; Redis orders them by id, so read
+        # them all and keep those past the cursor's id (ties are rare and few).
+        ties = await self.redis.zcount(key, score, score)
+        entries = await self.redis.zrevrangebyscore(
+            key, score, "-inf", start=0, num=count + ties, withscores=True
+        )
+        found = [(_text(j), float(s)) for j, s in entries]
+        return [(j, s) for j, s in found if s < score or j < job_id][:count]
+
+    async def records(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """The records of `job_ids`, in order; None where a record has expired."""
+        if not job_ids:
+            return []
+        raws = await self.redis.mget([self.record_key(j) for j in job_ids])
+        return [None if raw is None else _record_decoder.decode(raw) for raw in raws]
 
     async def _run(
         self,

@@ -96,6 +96,8 @@ class JobRecord(Struct, kw_only=True):
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
     # Where the job's terminal events are delivered (webhooks/); None for no webhook.
     callback_url: str | None = None
+    # The ended job this one tries again (POST /v1/download/{job_id}/retry, the page's button).
+    retry_of: str | None = None
 
     # The one definition of each in-between condition of `processing`: the pages and the
     # public status ask the record rather than re-deriving them from its fields.
@@ -144,6 +146,16 @@ class JobStatus(Struct, kw_only=True):
     # The callback URL (query values hidden) and each delivery to it, oldest first.
     callback_url: str | None = None
     webhook_deliveries: list[WebhookDeliveryStatus] = msgspec.field(default_factory=list)
+    # The ended job this one tries again with the same files; None for a job started afresh.
+    retry_of: str | None = None
+
+
+class JobPage(Struct, kw_only=True):
+    """GET /v1/downloads: a page of the caller's jobs, newest first."""
+
+    jobs: list[JobStatus]
+    # Pass as `cursor` for the next page; None on the last page.
+    next_cursor: str | None = None
 
 
 class JobEvent(Struct, frozen=True):
@@ -195,4 +207,5 @@ def status_of(
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
         callback_url=redacted_url(record.callback_url) if record.callback_url else None,
+        retry_of=record.retry_of,
     )

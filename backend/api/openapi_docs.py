@@ -15,7 +15,7 @@ from litestar.openapi.spec import Example
 from litestar.params import KwargDefinition
 
 from backend.jobevents import JOB_EVENTS, JobEventName, ProgressEvent
-from backend.models import CatalogueFile, ErrorBody, HealthBody, JobStatus
+from backend.models import CatalogueFile, ErrorBody, HealthBody, JobPage, JobStatus
 
 JOB_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
 DOWNLOAD_URL = (
@@ -121,9 +121,12 @@ _ERROR_EXAMPLES: dict[int, tuple[str, Any]] = {
 }
 
 
-def error_response(status_code: int, description: str) -> ResponseSpec:
-    """An ErrorBody answer with an example of the sentence it carries."""
-    detail, extra = _ERROR_EXAMPLES[status_code]
+def error_response(
+    status_code: int, description: str, example: tuple[str, Any] | None = None
+) -> ResponseSpec:
+    """An ErrorBody answer with an example of the sentence it carries: `example` as
+    (detail, extra), or the usual one of the status code."""
+    detail, extra = example or _ERROR_EXAMPLES[status_code]
     body: dict[str, Any] = {"status_code": status_code, "detail": detail}
     if extra is not None:
         body["extra"] = extra
@@ -271,4 +274,47 @@ UNHEALTHY = ResponseSpec(
             {"status": "unhealthy", "checks": {"api": "ok", "redis": "ok", "storage": "error"}},
         )
     ),
+)
+
+
+RETRY_ID = "9a1c4e7f2b8d4c0e9f3a5b7c1d2e4f60"
+RETRY: dict[str, Any] = QUEUED | {
+    "job_id": RETRY_ID,
+    "status_url": f"/v1/download/status/{RETRY_ID}",
+    "events_url": f"/v1/download/subscribe/{RETRY_ID}",
+    "created_at": 1795917700.4,
+    "retry_of": JOB_ID,
+}
+RETRIED = ResponseSpec(
+    JobStatus,
+    description="The new job, queued, with `retry_of` naming the job it tries again; "
+    "`Location` is its status URL.",
+    generate_examples=False,
+    examples=_examples(("retry of a failed job", RETRY)),
+)
+_CURSOR = "WzE3OTU5MTc2MjcuMSwiM2YyYjhjMWU5ZDdhNGI2YzhlMGYxYTJiM2M0ZDVlNmYiXQ"
+JOB_PAGE = ResponseSpec(
+    JobPage,
+    description="The caller's jobs, newest first, each in the shape of the status route. "
+    "`next_cursor` (null on the last page) fetches the next page, as does the `Link: <…>; "
+    'rel="next"` header (RFC 8288).',
+    generate_examples=False,
+    examples=_examples(
+        ("first page", {"jobs": [RETRY, FAILED], "next_cursor": _CURSOR}),
+        ("ready jobs only, last page", {"jobs": [READY], "next_cursor": None}),
+        ("no jobs", {"jobs": [], "next_cursor": None}),
+    ),
+)
+_NOT_A_STATUS = (
+    "'done' is not a job status; one of queued, processing, ready, failed, cancelled, expired"
+)
+LIST_BAD_INPUT = (f"status: {_NOT_A_STATUS}", [{"key": "status", "message": _NOT_A_STATUS}])
+LIST_NEEDS_TOKEN = (
+    "Authorization: listing jobs needs a bearer token (or the page's cookie); callers without "
+    "one share a single owner, whose jobs are not listed",
+    None,
+)
+NOT_RETRYABLE = (
+    f"job {JOB_ID} is processing; only failed, cancelled or expired jobs can be tried again",
+    {"status": "processing"},
 )
