@@ -19,7 +19,7 @@ from backend import queue, tracing
 from backend.events import EventHub
 from backend.jobevents import JobEventName, ended_event, is_terminal_event
 from backend.jobs import ActiveJobsLimit, parse_event_id
-from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
+from backend.models import JobEvent, JobRecord, JobState, JobStatus, OnMissing, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
 
@@ -77,6 +77,7 @@ async def start_job(
     owner: str,
     idempotency_key: str | None = None,
     client: str | None = None,
+    on_missing: OnMissing = "skip",
 ) -> JobRecord:
     """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
 
@@ -90,7 +91,9 @@ async def start_job(
     scope = idempotency_scope(owner, client)
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        fingerprint = hashlib.sha256(repr(list(file_ids)).encode()).hexdigest()[:32]
+        # The default option leaves the fingerprint as it was before the option existed.
+        asked = list(file_ids) if on_missing == "skip" else (list(file_ids), on_missing)
+        fingerprint = hashlib.sha256(repr(asked).encode()).hexdigest()[:32]
         bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
             scope, idempotency_key, fingerprint, job_id
         )
@@ -109,6 +112,7 @@ async def start_job(
         owner=owner,
         client=client or "",
         file_ids=list(file_ids),
+        on_missing=on_missing,
         total_files=len(file_ids),
         max_attempts=services.settings.max_attempts,
         created_at=time.time(),

@@ -93,7 +93,8 @@ def summarize(records: Sequence[JobRecord]) -> tuple[dict[str, int], list[Failur
     failures = [
         Failure(
             job_ref=record.job_id[:JOB_REF_LENGTH],
-            error=record.error or record.last_error or "unknown error",
+            # Operators get the raw failure (the storage server's answer) where there is one.
+            error=record.error_detail or record.error or record.last_error or "unknown error",
             attempts=record.attempt,
             failed_at=record.finished_at or record.created_at,
             trace_id=tracing.trace_id_of(record.trace_context),

@@ -126,7 +126,9 @@ class DownloadController(Controller):
     ) -> Response[JobStatus]:
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
-        record = await start_job(services, data.file_ids, requester, idempotency_key, client)
+        record = await start_job(
+            services, data.file_ids, requester, idempotency_key, client, on_missing=data.on_missing
+        )
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 
