@@ -43,7 +43,7 @@ class ArchiveProgress:
 ProgressCallback = Callable[[ArchiveProgress], Awaitable[None]]
 
 
-class SourceMissing(StorageError):
+class SourceMissing(NoSuchObject):
     """A source object vanished after it was listed (before or while it was read)."""
 
     def __init__(self, source: SourceObject, cause: NoSuchObject) -> None:

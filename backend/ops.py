@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from backend import queue, tracing
 from backend.models import JobRecord, JobState
+from backend.reuse import registry_for
 from backend.services import Services
 from backend.settings import Settings, load_settings
 
@@ -71,6 +72,8 @@ class OpsStats:
     durations: Durations = field(default_factory=Durations)
     tracing: bool = False
     generated_at: float = 0.0
+    # Shared archives (reuse.py): `built`, `reused`, `source_bytes_read`, since the start.
+    archives: dict[str, int] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -129,14 +132,16 @@ async def gather_stats(services: Services) -> OpsStats:
     """Everything /ops shows. Never raises for an unreachable Redis or S3: it says so."""
     storage_ok = await services.storage.ping()
     try:
-        records, (workers, running), (ready, deferred) = await asyncio.gather(
+        records, (workers, running), (ready, deferred), archives = await asyncio.gather(
             _recent_records(services),
             queue.live_workers(services.redis, services.settings),
             queue.depth(services.redis, services.settings),
+            registry_for(services.redis, services.settings).stats(),
         )
         redis_ok = True
     except (RedisError, OSError):
         records, workers, running, ready, deferred, redis_ok = [], 0, 0, 0, 0, False
+        archives = {}
     by_state, failures, durations = summarize(records)
     checks = {
         "redis": "ok" if redis_ok else "error",
@@ -156,6 +161,7 @@ async def gather_stats(services: Services) -> OpsStats:
         durations=durations,
         tracing=tracing.enabled(),
         generated_at=time.time(),
+        archives=archives,
     )
 
 

@@ -145,7 +145,9 @@ async def test_download_redirects_to_a_presigned_url_of_the_archive(
     assert response.headers["cache-control"] == "no-store"
     location = urlsplit(response.headers["location"])
     assert f"{location.scheme}://{location.netloc}" == stack_env["S3_ENDPOINT"]
-    assert location.path.endswith(f"/archives/{job_id}.zip")
+    assert re.search(r"/archives/sha256/[0-9a-f]{64}\.zip$", location.path)
+    disposition = parse_qs(location.query)["response-content-disposition"][0]
+    assert f"longhaul-{job_id[:8]}.zip" in disposition
     assert parse_qs(location.query)["X-Amz-Expires"] == ["3600"]
     archive = await fetch(response.headers["location"])
     assert zip_digests(archive) == {

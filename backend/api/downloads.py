@@ -106,7 +106,11 @@ class DownloadController(Controller):
             413: error_response(413, "Body too large."),
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
-        "Follow it at `status_url` (polling) or `events_url` (SSE).",
+        "Follow it at `status_url` (polling) or `events_url` (SSE). The same files at the same "
+        "versions with the same `on_missing` share one archive, so a repeat is ready at once "
+        "(its own job, events and link). `on_missing`: `skip` (default) leaves out files that "
+        "are gone and lists them in `skipped`; `fail` fails the job naming them; anything "
+        "else is a 400 naming `on_missing`.",
     )
     async def start(
         self,

@@ -1,9 +1,11 @@
 """The ZIP archive kind: the requested catalogue files, streamed into one archive in the
-results store, named `archives/<job_id>.zip`.
+results store at `archives/sha256/<content address>.zip`, shared by every job asking for the
+same content (backend/reuse.py). Archives of older releases are at `archives/<job_id>.zip`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,8 +14,19 @@ from backend.archive import ArchiveProgress, SourceMissing, build_archive, entry
 from backend.failures import describe_skipped
 from backend.models import JobRecord, SkippedFile, SkipReason
 from backend.queue import BUILD_ARCHIVE
+from backend.reuse import (
+    BUILT,
+    REUSED,
+    SOURCE_BYTES_READ,
+    WAIT_INTERVAL,
+    ArchiveRegistry,
+    SharedArchive,
+    content_address,
+    registry_for,
+    shared_archive_key,
+)
 from backend.runner import Attempt, JobCancelled, JobFailed
-from backend.storage import SourceObject
+from backend.storage import SourceObject, Storage
 
 logger = logging.getLogger(__name__)
 
@@ -21,21 +34,21 @@ ARCHIVE_PREFIX = "archives/"
 
 
 def archive_key_for(job_id: str) -> str:
-    """Where the job's archive lives in the results store."""
-    # One deterministic key per job: a re-run after a crash overwrites, it never adds a copy.
+    """Where a job's own archive lived before archives were shared (still swept)."""
     return f"{ARCHIVE_PREFIX}{job_id}.zip"
 
 
 def job_of_archive_key(key: str) -> str | None:
-    """The job id an archive key belongs to, or None for any other key."""
+    """The job id of a job's own archive key, or None for any other key (a shared one too)."""
     name = key.removeprefix(ARCHIVE_PREFIX)
-    if name == key or not name.endswith(".zip"):
+    if name == key or not name.endswith(".zip") or "/" in name:
         return None
     return name.removesuffix(".zip") or None
 
 
 class ArchiveKind:
-    """One attempt at a job's archive: resolve the files, stream the ZIP, record the result."""
+    """One attempt at a job's archive: resolve the files, then reuse the archive of the same
+    content or build it (one builder per content at a time), and record the result."""
 
     name = BUILD_ARCHIVE
 
@@ -59,12 +72,58 @@ class ArchiveKind:
         attempt.set_totals(len(sources), sum(source.size for source in sources))
         await attempt.save_progress()
 
-        async def on_progress(state: ArchiveProgress) -> None:
-            await attempt.report(state.files_done, state.bytes_done)
+        address = content_address(sources, [n for n in names if n is not None], record.on_missing)
+        registry = registry_for(services.redis, settings)
+        while True:
+            shared = await _reusable(services.storage, registry, address)
+            if shared is not None:
+                await registry.count(REUSED)
+                break
+            async with registry.lead(address) as leading:
+                if leading:
+                    shared = await _build(attempt, registry, address, sources)
+                    break
+            # Another job builds the same archive: wait for its result, or take over when its
+            # builder lease lapses (that worker died).
+            while await registry.building_now(address):
+                if await registry.use(address) is not None:
+                    break
+                await asyncio.sleep(WAIT_INTERVAL)
+        await _complete(attempt, shared)
 
-        key = archive_key_for(record.job_id)
-        # A worker killed mid-upload cannot abort its parts; the next attempt does.
-        await services.storage.abort_pending_uploads(key)
+
+async def _reusable(
+    storage: Storage, registry: ArchiveRegistry, address: str
+) -> SharedArchive | None:
+    """The archive of `address` when its record and its object are both there (a HEAD)."""
+    shared = await registry.use(address)
+    if shared is None:
+        return None
+    if await storage.size_of(shared.key) != shared.size:
+        # Deleted under its record (by hand, or a bucket lifecycle rule): build it again.
+        logger.warning("shared archive %s is missing from the results store", shared.key)
+        return None
+    return shared
+
+
+async def _build(
+    attempt: Attempt, registry: ArchiveRegistry, address: str, sources: list[SourceObject]
+) -> SharedArchive:
+    """Build the archive of `address` (holding its builder lease) and publish it."""
+    services, record, settings = attempt.services, attempt.record, attempt.settings
+    key = shared_archive_key(address)
+    read = 0
+
+    async def on_progress(state: ArchiveProgress) -> None:
+        nonlocal read
+        read = state.bytes_done
+        await attempt.report(state.files_done, state.bytes_done)
+
+    # A worker killed mid-upload cannot abort its parts; the next builder does.
+    await services.storage.abort_pending_uploads(key)
+    found_gone: list[SkippedFile] = []
+    total_read = 0
+    try:
         while True:
             try:
                 size = await build_archive(
@@ -82,26 +141,46 @@ class ArchiveKind:
                 gone = exc.source
                 logger.warning("job %s: %s vanished mid-job: %s", record.job_id, gone.key, exc)
                 sources = [s for s in sources if s.key != gone.key]
-                _set_skipped(
-                    record,
-                    [
-                        *record.skipped,
-                        SkippedFile(
-                            file_id=gone.file_id, name=gone.name, reason=SkipReason.NOT_FOUND
-                        ),
-                    ],
+                found_gone.append(
+                    SkippedFile(file_id=gone.file_id, name=gone.name, reason=SkipReason.NOT_FOUND)
                 )
+                _set_skipped(record, [*record.skipped, found_gone[-1]])
                 _check_skips(record, sources, detail=str(exc))
                 attempt.set_totals(len(sources), sum(source.size for source in sources))
                 await attempt.save_progress()
-        record.archive_key = key
-        record.archive_size = size
-        record.finished_at = time.time()
-        record.archive_expires_at = record.finished_at + settings.archive_ttl_seconds
-        if not await attempt.complete():
-            # Cancelled at the last moment: the archive must not outlive the job.
-            await services.storage.delete(key)
-            raise JobCancelled
+            finally:
+                total_read, read = total_read + read, 0
+    finally:
+        await registry.count(SOURCE_BYTES_READ, total_read)
+    shared = SharedArchive(
+        address=address,
+        key=key,
+        size=size,
+        members=len(sources),
+        bytes_total=sum(source.size for source in sources),
+        skipped=found_gone,
+        built_at=time.time(),
+    )
+    await registry.publish(shared, settings.archive_ttl_seconds)
+    await registry.count(BUILT)
+    return shared
+
+
+async def _complete(attempt: Attempt, shared: SharedArchive) -> None:
+    """The job is ready with `shared`: its content's counts, its own expiry and link."""
+    record, settings = attempt.record, attempt.settings
+    known = {file.file_id for file in record.skipped}
+    _set_skipped(record, [*record.skipped, *(f for f in shared.skipped if f.file_id not in known)])
+    attempt.set_totals(shared.members, shared.bytes_total)
+    record.archive_key = shared.key
+    record.archive_size = shared.size
+    record.finished_at = time.time()
+    # The job's own link lasts from its own use; the shared archive outlives every job's.
+    record.archive_expires_at = record.finished_at + settings.archive_ttl_seconds
+    if not await attempt.complete():
+        # Cancelled at the last moment. The archive stays: other jobs may share it, and
+        # the sweeper deletes it once unused for ARCHIVE_TTL_SECONDS.
+        raise JobCancelled
 
 
 def _set_skipped(record: JobRecord, skipped: list[SkippedFile]) -> None:
