@@ -172,10 +172,17 @@ class ArchiveRegistry:
         """Whether someone holds the builder lease of `address`."""
         return bool(await self.redis.exists(self.builder_key(address)))
 
+    async def builder_of(self, address: str) -> str | None:
+        """Who holds the builder lease of `address` (the `holder` given to `lead`), if anyone."""
+        value = await self.redis.get(self.builder_key(address))
+        return None if value is None else _text(value).rpartition(" ")[0]
+
     @contextlib.asynccontextmanager
-    async def lead(self, address: str) -> AsyncIterator[bool]:
-        """Take the builder lease of `address` if free (True) and keep it while inside."""
-        token = secrets.token_hex(16)
+    async def lead(self, address: str, holder: str = "") -> AsyncIterator[bool]:
+        """Take the builder lease of `address` for `holder` (a job id, say) if it is free
+        (True), and keep it while inside."""
+        # The holder is for others to read; the random part makes this hold ours alone.
+        token = f"{holder} {secrets.token_hex(16)}"
         key = self.builder_key(address)
         if not await self.redis.set(key, token, nx=True, px=self.lease_ms):
             yield False

@@ -125,6 +125,13 @@ async def test_ten_identical_requests_at_once_build_once(
         SOURCE_BYTES_READ: len(CATALOGUE_BY_ID[2].data),
     }
     assert len(source_gets(s3_proxy, recorded)) == 1
+    # Waiting jobs showed the build's progress as their own, never going back.
+    for record in records:
+        events = await services.store.events_after(record.job_id)
+        shown = [json.loads(e.data) for e in events if e.event == "progress"]
+        assert any(p["bytes_processed"] > 0 for p in shown), record.job_id
+        values = [p["bytes_processed"] for p in shown]
+        assert values == sorted(values)
 
 
 async def test_an_overwritten_file_or_another_on_missing_makes_a_new_archive(

@@ -79,17 +79,25 @@ class ArchiveKind:
             if shared is not None:
                 await registry.count(REUSED)
                 break
-            async with registry.lead(address) as leading:
+            async with registry.lead(address, record.job_id) as leading:
                 if leading:
                     shared = await _build(attempt, registry, address, sources)
                     break
-            # Another job builds the same archive: wait for its result, or take over when its
-            # builder lease lapses (that worker died).
-            while await registry.building_now(address):
-                if await registry.use(address) is not None:
-                    break
-                await asyncio.sleep(WAIT_INTERVAL)
+            await _wait_for_builder(attempt, registry, address)
         await _complete(attempt, shared)
+
+
+async def _wait_for_builder(attempt: Attempt, registry: ArchiveRegistry, address: str) -> None:
+    """Until another job's build of `address` ends (published, failed, or its builder died and
+    its lease lapsed), showing that build's progress as this job's own."""
+    store = attempt.services.store
+    while (builder := await registry.builder_of(address)) is not None:
+        if await registry.use(address) is not None:
+            return
+        building = await store.get(builder) if builder else None
+        if building is not None and building.bytes_total == attempt.record.bytes_total:
+            await attempt.report(building.processed_files, building.bytes_processed)
+        await asyncio.sleep(WAIT_INTERVAL)
 
 
 async def _reusable(
