@@ -149,7 +149,8 @@ def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
     elif retrying:
         label = "Retrying"
     speed_text = eta_text = ""
-    # After a retry the byte count restarts, so a speed from the first start would mislead.
+    # After a retry the bytes shown hold at the furthest point until the new attempt passes
+    # it, so a speed from the first start would mislead.
     if state is JobState.PROCESSING and record.attempt <= 1 and record.started_at and not stalled:
         elapsed = now - record.started_at
         if elapsed >= _MIN_SECONDS_FOR_SPEED and record.bytes_processed > 0:
