@@ -25,7 +25,7 @@ from backend.jobs import (
     parse_event_id,
 )
 from backend.metrics.api import job_submitted
-from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
+from backend.models import JobEvent, JobRecord, JobState, JobStatus, OnMissing, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
 from backend.webhooks.callbacks import check_callback_url
@@ -88,6 +88,7 @@ async def start_job(
     client: str | None = None,
     callback_url: str | None = None,
     retry_of: str | None = None,
+    on_missing: OnMissing = "skip",
 ) -> JobRecord:
     """Record a new job and queue it: one Redis round trip, no S3 call.
 
@@ -100,7 +101,8 @@ async def start_job(
     (ActiveJobsLimit past it).
     A `callback_url` gets the job's terminal events as signed webhooks (InvalidInput naming
     it when the server has no signing secret or the SSRF guard refuses it).
-    `retry_of` names the ended job this one tries again (see retries.py).
+    `retry_of` names the ended job this one tries again (see retries.py); `on_missing` says
+    what a file that is gone does to the job (`skip` it, or `fail`).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
     if callback_url is not None:
@@ -112,10 +114,11 @@ async def start_job(
     claim = None
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        # A retry's key names the job it retries too: the same key on a plain POST of the
-        # same files is another request.
+        # A retry's key names the job it retries too, and a non-default on_missing is part
+        # of the request (the default leaves the fingerprint as it was before the option).
+        asked = list(file_ids) if on_missing == "skip" else (list(file_ids), on_missing)
         request = (
-            repr(list(file_ids))
+            repr(asked)
             + (f" {callback_url}" if callback_url else "")
             + ("" if retry_of is None else f" retry_of={retry_of}")
         )
@@ -126,6 +129,7 @@ async def start_job(
         owner=owner,
         client=client or "",
         file_ids=list(file_ids),
+        on_missing=on_missing,
         total_files=len(file_ids),
         max_attempts=services.settings.max_attempts,
         created_at=time.time(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -30,6 +30,28 @@ class JobState(enum.StrEnum):
 TERMINAL_STATES = frozenset({JobState.READY, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
 
 
+# What a job does about a requested file it cannot include: leave it out and name it
+# (`skip`), or fail naming it (`fail`).
+OnMissing = Literal["skip", "fail"]
+
+
+class SkipReason(enum.StrEnum):
+    """Why a requested file is not in the archive."""
+
+    # Not in the catalogue when the job looked, or deleted while the job read it.
+    NOT_FOUND = "not_found"
+    # Its catalogue key cannot be a file name (dots or spaces only: backend.entrynames).
+    UNNAMABLE = "unnamable"
+
+
+class SkippedFile(Struct, frozen=True, kw_only=True):
+    """A requested file left out of the archive, and why; `name` is "" when never known."""
+
+    file_id: int
+    name: str = ""
+    reason: SkipReason
+
+
 class DownloadRequest(Struct, forbid_unknown_fields=True):
     """Body of POST /v1/download/async."""
 
@@ -54,6 +76,14 @@ class DownloadRequest(Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+    on_missing: Annotated[
+        OnMissing,
+        Meta(
+            description="A requested file that is gone (or cannot be named): `skip` leaves it "
+            "out and names it in `skipped`; `fail` fails the job naming it.",
+            examples=["skip", "fail"],
+        ),
+    ] = "skip"
 
 
 class CatalogueFile(Struct, frozen=True):
@@ -81,8 +111,13 @@ class JobRecord(Struct, kw_only=True):
     attempt: int = 0
     max_attempts: int = 4
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    skipped: list[SkippedFile] = msgspec.field(default_factory=list)
+    on_missing: OnMissing = "skip"
+    # `error` and `last_error` are words for people; the raw failure (a storage server's own
+    # answer, with its request ids) is `error_detail`, for logs, /ops and the API.
     error: str | None = None
     last_error: str | None = None
+    error_detail: str | None = None
     # Set while an attempt has failed and the next one waits out its backoff.
     retry_at: float | None = None
     # Set when the attempt's worker was lost (its lease lapsed) until another worker takes it.
@@ -133,6 +168,11 @@ class JobStatus(Struct, kw_only=True):
     attempt: int = 0
     max_attempts: int = 4
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    # The requested files left out of the archive, each with its reason.
+    skipped: list[SkippedFile] = msgspec.field(default_factory=list)
+    on_missing: OnMissing = "skip"
+    # The raw failure behind `error` / `last_error` (the storage server's answer), for operators.
+    error_detail: str | None = None
     # Set while the job's worker was lost and the job waits for another (its lease lapsed).
     stalled_at: float | None = None
     waiting_for_worker: bool = False
@@ -197,6 +237,9 @@ def status_of(
         attempt=record.attempt,
         max_attempts=record.max_attempts,
         skipped_file_ids=record.skipped_file_ids,
+        skipped=record.skipped,
+        on_missing=record.on_missing,
+        error_detail=record.error_detail,
         stalled_at=record.stalled_at,
         waiting_for_worker=record.waiting_for_worker,
         created_at=record.created_at,

@@ -33,7 +33,7 @@ async def retry_job(
     idempotency_key: str | None = None,
     client: str | None = None,
 ) -> JobRecord:
-    """Start a new job with `record`'s files and options (its callback URL) for `owner`;
+    """Start a new job with `record`'s files and options (callback URL, on_missing) for `owner`;
     NotRetryable unless it has ended failed, cancelled or expired. Idempotency-Keys and limits
     work as for a new job."""
     if record.status not in RETRYABLE:
@@ -46,4 +46,5 @@ async def retry_job(
         client,
         callback_url=record.callback_url,
         retry_of=record.job_id,
+        on_missing=record.on_missing,
     )

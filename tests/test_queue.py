@@ -13,7 +13,6 @@ from arq.jobs import Job as ArqJob
 from backend import queue
 from backend.downloads import start_job
 from backend.jobs import ActiveJobsLimit
-from backend.kinds.archive import archive_key_for
 from backend.models import JobRecord, JobState
 from backend.queue import Worker
 from backend.services import Services
@@ -225,4 +224,5 @@ async def test_request_abort_cancels_a_running_job_and_leaves_no_archive(
     current = await services.store.get(job_id)
     assert current is not None and current.status is not JobState.READY
     # The archive code aborted its multipart upload on the way out.
-    assert await services.storage.size_of(archive_key_for(job_id)) is None
+    assert current.archive_key is None
+    assert await services.storage.results.pending_uploads_under("archives/") == []

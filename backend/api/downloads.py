@@ -109,7 +109,11 @@ class DownloadController(Controller):
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
         "Follow it at `status_url` (polling) or `events_url` (SSE). With `callback_url`, the "
-        "job's terminal event is also POSTed there, signed (see the `jobEnded` webhook).",
+        "job's terminal event is also POSTed there, signed (see the `jobEnded` webhook). The "
+        "same files at the same versions with the same `on_missing` share one archive, so a "
+        "repeat is ready at once (its own job, events and link). `on_missing`: `skip` "
+        "(default) leaves out files that are gone and lists them in `skipped`; `fail` fails "
+        "the job naming them; anything else is a 400 naming `on_missing`.",
     )
     async def start(
         self,
@@ -130,7 +134,13 @@ class DownloadController(Controller):
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
         record = await start_job(
-            services, data.file_ids, requester, idempotency_key, client, data.callback_url
+            services,
+            data.file_ids,
+            requester,
+            idempotency_key,
+            client,
+            data.callback_url,
+            on_missing=data.on_missing,
         )
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})

@@ -48,7 +48,15 @@ PROCESSING = QUEUED | {
     "attempt": 1,
     "started_at": 1795917627.3,
 }
-RETRYING = PROCESSING | {"attempt": 2, "last_error": "S3 unavailable: connection refused"}
+RETRYING = PROCESSING | {
+    "attempt": 2,
+    "last_error": "object storage at s3.example refused to read '10001/a.pdf': Please reduce "
+    "your request rate.",
+    # The storage server's own answer, for operators; the card and events show `last_error`.
+    "error_detail": "object storage at s3.example refused to read '10001/a.pdf': S3 operation "
+    "failed; code: SlowDown, message: Please reduce your request rate., resource: "
+    "/catalogue/10001/a.pdf, request_id: 17A3F0C2D, host_id: dd9025bab4ad464b",
+}
 READY = PROCESSING | {
     "status": "ready",
     "progress": 100,
@@ -58,6 +66,9 @@ READY = PROCESSING | {
     "expires_at": 1795921231.8,
     "archive_expires_at": 1796004031.8,
     "download_url": DOWNLOAD_URL,
+    # Asked for 3 files; one was deleted from the catalogue before it could be read.
+    "skipped_file_ids": [10004],
+    "skipped": [{"file_id": 10004, "name": "invoices-q3.zip", "reason": "not_found"}],
     # A job started with a callback_url: its webhook, delivered on the second attempt.
     "callback_url": "https://hooks.example.com/longhaul?token=…",
     "webhook_deliveries": [
@@ -202,7 +213,8 @@ _SUCCESS_STREAM = (
             "download_url": DOWNLOAD_URL,
             "archive_size": 9437512,
             "total_files": 2,
-            "skipped_file_ids": [],
+            "skipped_file_ids": [10004],
+            "skipped": [{"file_id": 10004, "name": "invoices-q3.zip", "reason": "not_found"}],
         },
     )
 )

@@ -92,7 +92,10 @@ def _describe(current: JobStatus) -> str:
     ]
     if current.attempt:
         lines.append(f"attempt   {current.attempt}/{current.max_attempts}")
-    if current.skipped_file_ids:
+    if current.skipped:
+        left_out = (f"{f.name or f'file {f.file_id}'} ({f.reason.value})" for f in current.skipped)
+        lines.append(f"skipped   {', '.join(left_out)}")
+    elif current.skipped_file_ids:  # a server from before `skipped`
         lines.append(f"skipped   {', '.join(map(str, current.skipped_file_ids))} (not found)")
     if current.error or current.last_error:
         lines.append(f"error     {current.error or current.last_error}")

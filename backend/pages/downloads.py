@@ -101,7 +101,10 @@ async def job_live(request: Request[Any, Any, Any], services: Services, job_id: 
     record = await find_job(services, job_id, browser.owner)
     status_code = STOP_POLLING if record.status.is_terminal else 200
     return Template(
-        LIVE_TEMPLATE, context={"job": job_view(record)}, status_code=status_code, headers=NO_STORE
+        LIVE_TEMPLATE,
+        context={"job": job_view(record), "oob": True},
+        status_code=status_code,
+        headers=NO_STORE,
     )
 
 

@@ -75,4 +75,4 @@ def render_live(request: Request[Any, Any, Any], record: JobRecord) -> str:
     engine = request.app.template_engine
     if engine is None:
         raise RuntimeError("the app has no template engine configured")
-    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record)))
+    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record), oob=True))

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from backend.archive import ArchiveProgress, build_archive
+from backend.archive import ArchiveProgress, SourceMissing, build_archive
 from backend.settings import load_settings
 from backend.storage import NoSuchObject, SourceObject, Storage, StorageError
 from backend.storage.base import MIN_PART_SIZE
@@ -113,10 +113,12 @@ async def test_a_source_that_vanished_aborts_the_upload_and_leaves_no_archive(
         if state.files_done == 1 and not pending_midway:
             pending_midway.append(await storage.pending_uploads(KEY))
 
-    with pytest.raises(NoSuchObject):
+    with pytest.raises(NoSuchObject) as raised:
         await build_archive(
             storage, [*sources, gone], KEY, on_progress=watch, part_size=MIN_PART_SIZE
         )
+    # Named, so the job can go on without it (or fail naming it).
+    assert isinstance(raised.value, SourceMissing) and raised.value.source == gone
     assert len(pending_midway[0]) == 1, "the failure should come after a part was written"
     assert await storage.pending_uploads(KEY) == []
     assert await storage.size_of(KEY) is None
