@@ -12,7 +12,10 @@ SYSTEM_PACKAGES := redis-server nginx chromium unzip
 install: system-deps $(VENV)/.installed
 
 # Debian packages the stack and the tests need: Redis, nginx (proxy tests), Chromium (e2e),
-# unzip (member names must extract with Info-ZIP unzip, tests/test_entrynames.py).
+# unzip (member names must extract with Info-ZIP unzip, tests/test_entrynames.py). Redis
+# Sentinel needs no package of its own: it is `redis-server <conf> --sentinel` (Debian's
+# redis-sentinel package adds only another name for that binary, a config and a service unit;
+# tests/test_sentinel.py). redis-cli comes with redis-server (redis-tools).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \

@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from backend.settings import load_settings
 
 try:
-    from backend import tracing
+    from backend import errorreporting, tracing
     from backend.logs import configure_logging
 except ModuleNotFoundError as missing:  # a client-only install (`pip install longhaul`)
     sys.exit(
@@ -28,25 +29,32 @@ logger = logging.getLogger("longhaul")
 DEV_THROTTLE = str(2 * 1024 * 1024)
 
 
-def run_api() -> None:
+def run_api(processes: int | None = None) -> None:
+    """Serve the app on HOST:PORT with `processes` processes (default API_PROCESSES)."""
     import uvicorn
-
-    from backend.app import create_app
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    tracing.configure("longhaul-api")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=True,
+    processes = processes or settings.api_processes
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "proxy_headers": True,
         # nginx's address, and only it: X-Forwarded-For from anyone else is ignored, so client
         # addresses in logs and rate limits cannot be forged (nginx/longhaul.conf.template).
-        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-        timeout_graceful_shutdown=3,
-    )
+        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "timeout_graceful_shutdown": 3,
+    }
+    if processes == 1:
+        from backend.app import configure_api_process, create_app
+
+        configure_api_process(settings)
+        uvicorn.run(create_app(settings), **options)
+        return
+    # uvicorn's process manager spawns each process fresh and builds the app there from an
+    # import string: tracing exporters and Redis pools must not cross a fork.
+    uvicorn.run("backend.app:app_from_environment", factory=True, workers=processes, **options)
 
 
 def run_worker() -> None:
@@ -55,6 +63,7 @@ def run_worker() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     tracing.configure("longhaul-worker")
+    errorreporting.configure(settings, "longhaul-worker")
     serve(settings)
 
 
@@ -159,17 +168,30 @@ def run_dev(state_dir: Path) -> int:
     return status
 
 
+def _at_least_one(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the API and pages (HOST, PORT)")
+    api = sub.add_parser("api", help="serve the API and pages (HOST, PORT)")
+    api.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=None,
+        help="API processes sharing the port (default API_PROCESSES, 1)",
+    )
     sub.add_parser("worker", help="run an arq worker")
     sub.add_parser("seed", help="upload the demo catalogue to the source bucket")
     dev = sub.add_parser("dev", help="run the whole stack locally with demo data")
     dev.add_argument("--state-dir", type=Path, default=Path(".dev"))
     args = parser.parse_args(argv)
     if args.command == "api":
-        run_api()
+        run_api(args.workers)
     elif args.command == "worker":
         run_worker()
     elif args.command == "seed":

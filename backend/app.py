@@ -19,7 +19,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from litestar.template.base import csrf_token
 
-from backend import leases, tracing
+from backend import errorreporting, leases, tracing
 from backend.api.deps import (
     provide_client,
     provide_health_probes,
@@ -32,8 +32,11 @@ from backend.api.errors import EXCEPTION_HANDLERS
 from backend.api.files import list_files
 from backend.api.health import HealthProbes, health
 from backend.api.jsonbody import JsonRequest
+from backend.api.listing import list_downloads, retry_download
+from backend.api.webhook_docs import WEBHOOKS
 from backend.edges import wrap_every_answer
 from backend.events import EventHub
+from backend.metrics.http import metrics
 from backend.pages import page_routes
 from backend.routes import CSRF_EXEMPT_GROUPS, DOCS_PATH, STATIC_PATH, path_patterns
 from backend.services import Services
@@ -76,12 +79,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             watcher.cancel()
             await hub.stop()
             await services.close()
+            errorreporting.flush()
 
     app = Litestar(
         route_handlers=[
             DownloadController,
+            list_downloads,
+            retry_download,
             list_files,
             health,
+            metrics,
             *page_routes(),
             create_static_files_router(
                 path=STATIC_PATH,
@@ -134,6 +141,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Async bulk downloads: start a job, follow it, fetch one ZIP.",
             path=DOCS_PATH,
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # What Longhaul POSTs to a job's callback_url (OpenAPI 3.1 `webhooks`).
+            webhooks=WEBHOOKS,
         ),
         debug=False,
     )
@@ -141,3 +150,48 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # answer: Litestar's own 404 and 405 included, which its `middleware=` never sees.
     wrap_every_answer(app, settings)
     return app
+
+
+def app_from_environment() -> Litestar:
+    """The app of one process among `--workers N`: settings, logs and tracing set up here.
+
+    uvicorn's process manager calls this in each freshly spawned process (`factory=True`).
+    """
+    from backend.logs import configure_logging
+
+    _exit_with_parent()
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    configure_api_process(settings)
+    return create_app(settings)
+
+
+def configure_api_process(settings: Settings) -> None:
+    """Tracing and error reporting of one API process (before its app is built)."""
+    from backend.api.errors import EXPECTED_ERRORS
+
+    tracing.configure("longhaul-api")
+    errorreporting.configure(settings, "longhaul-api", expected=EXPECTED_ERRORS)
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its manager dies, even by SIGKILL.
+
+    Without it a killed manager leaves its processes serving the port, unmanaged.
+    (prctl(2) PR_SET_PDEATHSIG; elsewhere this does nothing.)
+    """
+    import ctypes
+    import multiprocessing
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    parent = multiprocessing.parent_process()
+    # The manager may have died before the request above was in place.
+    if parent is not None and os.getppid() != parent.pid:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -2,6 +2,8 @@
 
 Bytes flow catalogue read -> stream-zip (ZIP64-capable, one member at a time) -> a part buffer
 of `part_size` -> `Upload.write_part`. Nothing holds more than one part plus a few read chunks.
+An archive that ends before its first part is full is stored with one PUT instead: one S3
+request where a multipart upload takes three (create, part, complete).
 Storage is reached only through `backend.storage`, so its failures arrive as StorageError.
 """
 
@@ -22,7 +24,7 @@ from opentelemetry.trace import Status, StatusCode
 from stream_zip import NO_COMPRESSION_64, ZIP_64
 
 from backend import entrynames, tracing
-from backend.storage import SourceObject, Storage, StorageError, Upload
+from backend.storage import NoSuchObject, SourceObject, Storage, StorageError, Upload
 from backend.zipstream import zip_stream
 
 _EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
@@ -41,6 +43,14 @@ class ArchiveProgress:
 
 
 ProgressCallback = Callable[[ArchiveProgress], Awaitable[None]]
+
+
+class SourceMissing(NoSuchObject):
+    """A source object vanished after it was listed (before or while it was read)."""
+
+    def __init__(self, source: SourceObject, cause: NoSuchObject) -> None:
+        super().__init__(str(cause))
+        self.source = source
 
 
 class Throttle:
@@ -78,7 +88,8 @@ async def build_archive(
     """Write one ZIP holding every source under its catalogue name to `key`; return its size.
 
     `part_size` is the bytes per uploaded part (at least 5 MiB: S3's minimum for every part
-    but the last). Raises StorageError when storage fails, or whatever `on_progress` raises.
+    but the last). Raises SourceMissing when a source is gone by the time it is read,
+    StorageError when storage fails, or whatever `on_progress` raises.
     On any error or cancellation the partial multipart upload is aborted, so no half archive
     and no orphaned parts are left behind.
     """
@@ -88,11 +99,14 @@ async def build_archive(
 
     async def member_bytes(source: SourceObject) -> AsyncIterator[bytes]:
         progress.current_file = source.name
-        async for chunk in _traced_file(storage.read(source.key), source, parent):
-            await throttle.pace(len(chunk))
-            progress.bytes_done += len(chunk)
-            await on_progress(progress)
-            yield chunk
+        try:
+            async for chunk in _traced_file(storage.read(source.key), source, parent):
+                await throttle.pace(len(chunk))
+                progress.bytes_done += len(chunk)
+                await on_progress(progress)
+                yield chunk
+        except NoSuchObject as exc:
+            raise SourceMissing(source, exc) from exc
         progress.files_done += 1
         await on_progress(progress)
 
@@ -126,7 +140,14 @@ async def build_archive(
                 part_number += 1
                 await _upload_part(upload, bytes(buffer), part_number)
                 buffer.clear()
-        if buffer or part_number == 0:
+        if part_number == 0:
+            # Nothing was sent yet, so no multipart upload was started (Upload is lazy).
+            with tracing.tracer().start_as_current_span(
+                "s3.put_archive", attributes={"size": size}
+            ):
+                await storage.put_result(key, bytes(buffer))
+            return size
+        if buffer:
             part_number += 1
             await _upload_part(upload, bytes(buffer), part_number)
         with tracing.tracer().start_as_current_span("s3.complete_upload"):

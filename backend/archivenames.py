@@ -93,7 +93,7 @@ def archive_filename(
 
 def included_ids(record: JobRecord) -> list[int]:
     """The files the archive holds (or will): asked for, less those found missing."""
-    skipped = set(record.skipped_file_ids)
+    skipped = {f.file_id for f in record.skipped} | set(record.skipped_file_ids)
     return [f for f in record.file_ids if f not in skipped]
 
 

@@ -19,7 +19,8 @@ from backend.requestid import HEADER as REQUEST_ID_HEADER
 ALLOW_METHODS = "GET, HEAD, POST, DELETE"
 ALLOW_HEADERS = f"Authorization, Content-Type, Idempotency-Key, Last-Event-ID, {REQUEST_ID_HEADER}"
 # Everything a page needs to follow a job, correlate a request, and back off when refused.
-EXPOSE_HEADERS = ", ".join(("Location", "Retry-After", REQUEST_ID_HEADER, *LIMIT_HEADERS))
+# `Link` carries the next page of GET /v1/downloads (RFC 8288).
+EXPOSE_HEADERS = ", ".join(("Location", "Link", "Retry-After", REQUEST_ID_HEADER, *LIMIT_HEADERS))
 MAX_AGE_SECONDS = 600
 
 

@@ -135,7 +135,8 @@ def stop_all(processes: list[Process], timeout: float = 8.0) -> None:
 
 
 def stack_env(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    """Environment of a Longhaul process with its own key prefix, queue and buckets."""
+    """Environment of a Longhaul process with its own key prefix, queue and buckets, and no
+    worker metrics endpoint unless `extra` gives METRICS_PORT (workers here share a host)."""
     return {
         "REDIS_URL": redis_url,
         "S3_ENDPOINT": s3_url,
@@ -146,6 +147,7 @@ def stack_env(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[st
         "KEY_PREFIX": prefix,
         "QUEUE_NAME": f"{prefix}:queue",
         "THROTTLE_BYTES_PER_SECOND": "0",
+        "METRICS_PORT": "0",
         **extra,
     }
 

@@ -5,7 +5,6 @@ Framework-free: callers turn the errors raised here into HTTP responses (api/err
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import uuid
@@ -19,10 +18,20 @@ from backend import queue, tracing
 from backend.archivenames import filename_of, name_problem
 from backend.events import EventHub
 from backend.jobevents import JobEventName, ended_event, is_terminal_event
-from backend.jobs import ActiveJobsLimit, parse_event_id
-from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
+from backend.jobs import (
+    ActiveJobsLimit,
+    AlreadyQueued,
+    IdempotencyBound,
+    IdempotencyClaim,
+    parse_event_id,
+)
+from backend.metrics.api import job_submitted
+from backend.models import JobEvent, JobRecord, JobState, JobStatus, OnMissing, status_of
 from backend.owners import PUBLIC_OWNER, may_read
 from backend.services import Services
+from backend.webhooks.callbacks import check_callback_url
+from backend.webhooks.outbox import Outbox
+from backend.webhooks.records import public_view
 
 _JOB_ID_LENGTH = 32
 
@@ -78,59 +87,88 @@ async def start_job(
     owner: str,
     idempotency_key: str | None = None,
     client: str | None = None,
+    callback_url: str | None = None,
+    retry_of: str | None = None,
+    on_missing: OnMissing = "skip",
     name: str | None = None,
 ) -> JobRecord:
-    """Record a new job and queue it. Fast: no S3 call, a few Redis round trips.
+    """Record a new job and queue it: one Redis round trip, no S3 call.
 
-    With an idempotency key, a repeat of the same request returns the job the first one made;
-    the same key with another body is refused (IdempotencyConflict). A `client` may have at
-    most MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
-    (ActiveJobsLimit past it); a repeat of a request returns its job even then.
+    The job store's create script checks and binds the Idempotency-Key, checks and takes the
+    client's place among its active jobs, writes the record and its first event, and queues
+    the job for arq, all in one atomic step (jobs.py). With an idempotency key, a repeat of
+    the same request returns the job the first one made, even at the cap; the same key with
+    another body is refused (IdempotencyConflict). A `client` may have at most
+    MAX_ACTIVE_JOBS_PER_CLIENT jobs queued or running, however many requests race
+    (ActiveJobsLimit past it).
+    A `callback_url` gets the job's terminal events as signed webhooks (InvalidInput naming
+    it when the server has no signing secret or the SSRF guard refuses it).
+    `retry_of` names the ended job this one tries again (see retries.py); `on_missing` says
+    what a file that is gone does to the job (`skip` it, or `fail`). `name` names the saved
+    archive (archivenames.py; InvalidInput naming it when it breaks a rule there).
     """
     check_file_ids(file_ids, services.settings.max_files_per_job)
     if name is not None and (problem := name_problem(name)) is not None:
         raise InvalidInput("name", problem)
+    if callback_url is not None:
+        try:
+            await check_callback_url(services.settings, callback_url)
+        except ValueError as exc:
+            raise InvalidInput("callback_url", str(exc)) from exc
     job_id = uuid.uuid4().hex
-    scope = idempotency_scope(owner, client)
+    claim = None
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
-        # Without a name, the fingerprint of the body before `name` existed.
-        body = repr(list(file_ids)) if name is None else repr((list(file_ids), name))
-        fingerprint = hashlib.sha256(body.encode()).hexdigest()[:32]
-        bound_job, bound_fingerprint = await services.store.claim_idempotency_key(
-            scope, idempotency_key, fingerprint, job_id
+        # A retry's key names the job it retries too, and a non-default on_missing is part
+        # of the request (the default leaves the fingerprint as it was before the option).
+        asked = list(file_ids) if on_missing == "skip" else (list(file_ids), on_missing)
+        request = (
+            repr(asked)
+            + (f" {callback_url}" if callback_url else "")
+            + ("" if retry_of is None else f" retry_of={retry_of}")
+            + ("" if name is None else f" name={name!r}")
         )
-        if bound_fingerprint != fingerprint:
-            raise IdempotencyConflict(idempotency_key)
-        if bound_job != job_id:
-            replayed = await _replayed(services, bound_job, scope, idempotency_key)
-            if replayed is None:
-                # The request this repeats was refused at the cap (the only reason a key is
-                # given back), and so is its repeat, with the same answer.
-                limit = services.settings.max_active_jobs_per_client
-                raise ActiveJobsLimit(client or owner, limit)
-            return replayed
+        fingerprint = hashlib.sha256(request.encode()).hexdigest()[:32]
+        claim = IdempotencyClaim(idempotency_scope(owner, client), idempotency_key, fingerprint)
     record = JobRecord(
         job_id=job_id,
         owner=owner,
         client=client or "",
         file_ids=list(file_ids),
+        on_missing=on_missing,
         total_files=len(file_ids),
         max_attempts=services.settings.max_attempts,
         created_at=time.time(),
         # The worker continues this request's trace in every attempt.
         trace_context=tracing.inject(),
+        callback_url=callback_url,
+        retry_of=retry_of,
         name=name,
     )
     limit = services.settings.max_active_jobs_per_client
     try:
-        await services.store.create(record, active_limit=None if client is None else limit)
+        await services.store.create(
+            record,
+            active_limit=None if client is None else limit,
+            idempotency=claim,
+            queue_entry=queue.queue_entry(services.settings, job_id),
+        )
     except ActiveJobsLimit:
-        if idempotency_key is not None:
-            await services.store.forget_idempotency_key(scope, idempotency_key)
+        job_submitted("refused")
         raise
-    if not await queue.enqueue(services.redis, services.settings, record.job_id):
-        raise EnqueueFailed(f"job {record.job_id} is already queued")
+    except IdempotencyBound as bound:
+        if claim is None or bound.fingerprint != claim.fingerprint:
+            raise IdempotencyConflict(idempotency_key or "") from None
+        replayed = await services.store.get(bound.job_id)
+        if replayed is None:
+            # A key lives a day and its job's record a week: only a record deleted by hand is
+            # gone, and there is nothing left to replay.
+            raise UnknownJob(bound.job_id) from None
+        job_submitted("replayed")
+        return replayed
+    except AlreadyQueued:
+        raise EnqueueFailed(f"job {job_id} is already queued") from None
+    job_submitted("accepted")
     return record
 
 
@@ -152,21 +190,6 @@ def check_idempotency_key(key: str) -> None:
         )
 
 
-async def _replayed(
-    services: Services, job_id: str, scope: str, idempotency_key: str
-) -> JobRecord | None:
-    """The job a key is bound to; None once the key was given back without a job."""
-    # The first request may still be writing its record: give it a moment.
-    for _ in range(50):
-        record = await services.store.get(job_id)
-        if record is not None:
-            return record
-        if not await services.store.idempotency_key_bound(scope, idempotency_key):
-            return None
-        await asyncio.sleep(0.02)
-    raise EnqueueFailed(f"job {job_id} of this Idempotency-Key was never recorded")
-
-
 async def find_job(services: Services, job_id: str, requester: str) -> JobRecord:
     """The record of `job_id` if `requester` may see it; UnknownJob otherwise."""
     if not is_job_id(job_id):
@@ -181,8 +204,15 @@ async def public_status(services: Services, record: JobRecord) -> JobStatus:
     """The JobStatus of a record, with a freshly presigned download URL when ready."""
     if record.status is JobState.READY and record.archive_key:
         url = await download_url(services, record)
-        return status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
-    return status_of(record)
+        status = status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
+    else:
+        status = status_of(record)
+    if record.callback_url:
+        deliveries = await Outbox(services.redis, services.settings.key_prefix).of_job(
+            record.job_id
+        )
+        status.webhook_deliveries = [public_view(delivery) for delivery in deliveries]
+    return status
 
 
 async def download_url(services: Services, record: JobRecord) -> str:

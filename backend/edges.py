@@ -13,6 +13,7 @@ from litestar import Litestar
 
 from backend.cors import allowed_origins, cors_middleware
 from backend.head import head_as_get
+from backend.metrics.http import measure_requests
 from backend.ratelimit import rate_limit_middleware
 from backend.requestid import request_id_middleware
 from backend.security import security_headers_middleware
@@ -20,13 +21,15 @@ from backend.settings import Settings
 
 
 def wrap_every_answer(app: Litestar, settings: Settings) -> None:
-    """Put request ids, access lines, security headers, CORS, rate limits and HEAD around `app`.
+    """Put request metrics, request ids, access lines, security headers, CORS, rate limits and
+    HEAD around `app`.
 
-    Outermost first: the request id and access line cover everything, a 429 gets the security
-    and CORS headers too, and HEAD is counted like the GET it runs as.
+    Outermost first: metrics and the request id and access line cover everything, a 429 gets
+    the security and CORS headers too, and HEAD is counted like the GET it runs as.
     """
     handler = head_as_get(app.asgi_handler)
     handler = rate_limit_middleware(handler)
     handler = cors_middleware(handler, allowed_origins(settings.cors_allow_origins))
     handler = security_headers_middleware(handler)
-    app.asgi_handler = request_id_middleware(handler)
+    handler = request_id_middleware(handler)
+    app.asgi_handler = measure_requests(handler, app)

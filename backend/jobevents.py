@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from backend.models import TERMINAL_STATES, JobRecord, JobState
+from backend.models import TERMINAL_STATES, JobRecord, JobState, SkippedFile
 
 
 class JobEventName(enum.StrEnum):
@@ -109,6 +109,8 @@ class CompletedEvent(Struct, kw_only=True):
     archive_size: int
     total_files: int
     skipped_file_ids: list[int]
+    # The requested files left out, each with its reason (absent in events stored before it).
+    skipped: list[SkippedFile] = msgspec.field(default_factory=list)
 
     @property
     def name(self) -> JobEventName:
@@ -180,6 +182,7 @@ def completed_event(record: JobRecord, download_url: str | None = None) -> Compl
         archive_size=record.archive_size or 0,
         total_files=record.total_files,
         skipped_file_ids=record.skipped_file_ids,
+        skipped=record.skipped,
     )
 
 

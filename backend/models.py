@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
+
+from backend.webhooks.records import WebhookDeliveryStatus, redacted_url
 
 FileId = Annotated[int, Meta(gt=0, le=2**53, description="A catalogue file id (positive integer).")]
 
@@ -28,6 +30,28 @@ class JobState(enum.StrEnum):
 TERMINAL_STATES = frozenset({JobState.READY, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
 
 
+# What a job does about a requested file it cannot include: leave it out and name it
+# (`skip`), or fail naming it (`fail`).
+OnMissing = Literal["skip", "fail"]
+
+
+class SkipReason(enum.StrEnum):
+    """Why a requested file is not in the archive."""
+
+    # Not in the catalogue when the job looked, or deleted while the job read it.
+    NOT_FOUND = "not_found"
+    # Its catalogue key cannot be a file name (dots or spaces only: backend.entrynames).
+    UNNAMABLE = "unnamable"
+
+
+class SkippedFile(Struct, frozen=True, kw_only=True):
+    """A requested file left out of the archive, and why; `name` is "" when never known."""
+
+    file_id: int
+    name: str = ""
+    reason: SkipReason
+
+
 class DownloadRequest(Struct, forbid_unknown_fields=True):
     """Body of POST /v1/download/async."""
 
@@ -39,6 +63,27 @@ class DownloadRequest(Struct, forbid_unknown_fields=True):
             examples=[[10001, 10003]],
         ),
     ]
+    callback_url: (
+        Annotated[
+            str,
+            Meta(
+                max_length=2048,
+                description="http(s) URL that receives the job's terminal event (`completed`, "
+                "`failed`, `cancelled`, `expired`) as a POST signed per Standard Webhooks. Its "
+                "host must resolve to public addresses only (unless the operator allows it).",
+                examples=["https://hooks.example.com/longhaul?token=s3cr3t"],
+            ),
+        ]
+        | None
+    ) = None
+    on_missing: Annotated[
+        OnMissing,
+        Meta(
+            description="A requested file that is gone (or cannot be named): `skip` leaves it "
+            "out and names it in `skipped`; `fail` fails the job naming it.",
+            examples=["skip", "fail"],
+        ),
+    ] = "skip"
     # Checked further by archivenames.name_problem (separators, control characters).
     name: (
         Annotated[
@@ -81,10 +126,15 @@ class JobRecord(Struct, kw_only=True):
     attempt: int = 0
     max_attempts: int = 4
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    skipped: list[SkippedFile] = msgspec.field(default_factory=list)
+    on_missing: OnMissing = "skip"
     # The archive's name as the request gave it (archivenames.py turns it into a file name).
     name: str | None = None
+    # `error` and `last_error` are words for people; the raw failure (a storage server's own
+    # answer, with its request ids) is `error_detail`, for logs, /ops and the API.
     error: str | None = None
     last_error: str | None = None
+    error_detail: str | None = None
     # Set while an attempt has failed and the next one waits out its backoff.
     retry_at: float | None = None
     # Set when the attempt's worker was lost (its lease lapsed) until another worker takes it.
@@ -96,6 +146,10 @@ class JobRecord(Struct, kw_only=True):
     started_at: float | None = None
     finished_at: float | None = None
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    # Where the job's terminal events are delivered (webhooks/); None for no webhook.
+    callback_url: str | None = None
+    # The ended job this one tries again (POST /v1/download/{job_id}/retry, the page's button).
+    retry_of: str | None = None
 
     # The one definition of each in-between condition of `processing`: the pages and the
     # public status ask the record rather than re-deriving them from its fields.
@@ -131,6 +185,11 @@ class JobStatus(Struct, kw_only=True):
     attempt: int = 0
     max_attempts: int = 4
     skipped_file_ids: list[int] = msgspec.field(default_factory=list)
+    # The requested files left out of the archive, each with its reason.
+    skipped: list[SkippedFile] = msgspec.field(default_factory=list)
+    on_missing: OnMissing = "skip"
+    # The raw failure behind `error` / `last_error` (the storage server's answer), for operators.
+    error_detail: str | None = None
     # Set while the job's worker was lost and the job waits for another (its lease lapsed).
     stalled_at: float | None = None
     waiting_for_worker: bool = False
@@ -141,7 +200,20 @@ class JobStatus(Struct, kw_only=True):
     archive_expires_at: float | None = None
     status_url: str = ""
     events_url: str = ""
+    # The callback URL (query values hidden) and each delivery to it, oldest first.
+    callback_url: str | None = None
+    webhook_deliveries: list[WebhookDeliveryStatus] = msgspec.field(default_factory=list)
+    # The ended job this one tries again with the same files; None for a job started afresh.
+    retry_of: str | None = None
     name: str | None = None
+
+
+class JobPage(Struct, kw_only=True):
+    """GET /v1/downloads: a page of the caller's jobs, newest first."""
+
+    jobs: list[JobStatus]
+    # Pass as `cursor` for the next page; None on the last page.
+    next_cursor: str | None = None
 
 
 class JobEvent(Struct, frozen=True):
@@ -183,6 +255,9 @@ def status_of(
         attempt=record.attempt,
         max_attempts=record.max_attempts,
         skipped_file_ids=record.skipped_file_ids,
+        skipped=record.skipped,
+        on_missing=record.on_missing,
+        error_detail=record.error_detail,
         stalled_at=record.stalled_at,
         waiting_for_worker=record.waiting_for_worker,
         created_at=record.created_at,
@@ -192,5 +267,7 @@ def status_of(
         archive_expires_at=record.archive_expires_at,
         status_url=f"/v1/download/status/{record.job_id}",
         events_url=f"/v1/download/subscribe/{record.job_id}",
+        callback_url=redacted_url(record.callback_url) if record.callback_url else None,
+        retry_of=record.retry_of,
         name=record.name,
     )

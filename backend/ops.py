@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
-from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from backend import queue, tracing
+from backend import queue, redisconn, tracing
 from backend.models import JobRecord, JobState
+from backend.reuse import registry_for
 from backend.services import Services
 from backend.settings import Settings, load_settings
 
@@ -71,6 +71,8 @@ class OpsStats:
     durations: Durations = field(default_factory=Durations)
     tracing: bool = False
     generated_at: float = 0.0
+    # Shared archives (reuse.py): `built`, `reused`, `source_bytes_read`, since the start.
+    archives: dict[str, int] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -93,7 +95,8 @@ def summarize(records: Sequence[JobRecord]) -> tuple[dict[str, int], list[Failur
     failures = [
         Failure(
             job_ref=record.job_id[:JOB_REF_LENGTH],
-            error=record.error or record.last_error or "unknown error",
+            # Operators get the raw failure (the storage server's answer) where there is one.
+            error=record.error_detail or record.error or record.last_error or "unknown error",
             attempts=record.attempt,
             failed_at=record.finished_at or record.created_at,
             trace_id=tracing.trace_id_of(record.trace_context),
@@ -128,14 +131,16 @@ async def gather_stats(services: Services) -> OpsStats:
     """Everything /ops shows. Never raises for an unreachable Redis or S3: it says so."""
     storage_ok = await services.storage.ping()
     try:
-        records, (workers, running), (ready, deferred) = await asyncio.gather(
+        records, (workers, running), (ready, deferred), archives = await asyncio.gather(
             _recent_records(services),
             queue.live_workers(services.redis, services.settings),
             queue.depth(services.redis, services.settings),
+            registry_for(services.redis, services.settings).stats(),
         )
         redis_ok = True
     except (RedisError, OSError):
         records, workers, running, ready, deferred, redis_ok = [], 0, 0, 0, 0, False
+        archives = {}
     by_state, failures, durations = summarize(records)
     checks = {
         "redis": "ok" if redis_ok else "error",
@@ -155,12 +160,13 @@ async def gather_stats(services: Services) -> OpsStats:
         durations=durations,
         tracing=tracing.enabled(),
         generated_at=time.time(),
+        archives=archives,
     )
 
 
 def worker_alive_here(settings: Settings, host: str | None = None) -> bool:
     """Whether a worker on this host has a fresh heartbeat (health checks are not async)."""
-    client = SyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    client = redisconn.connect_sync(settings, socket_connect_timeout=2, socket_timeout=2)
     try:
         pattern = queue.heartbeat_pattern(settings, host or socket.gethostname())
         return any(True for _ in client.scan_iter(pattern, count=1000))

@@ -30,12 +30,21 @@ import time
 from typing import Any
 
 from arq import Retry
-from arq.connections import ArqRedis, RedisSettings
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.connections import ArqRedis
+from arq.constants import (
+    abort_jobs_ss,
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.cron import CronJob, cron
+from arq.jobs import serialize_job
 from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
+from backend import redisconn
+from backend.jobs import QueueEntry
 from backend.settings import Settings
 
 __all__ = [
@@ -46,7 +55,6 @@ __all__ = [
     "Function",
     "LeasedWorker",
     "QueueRedis",
-    "RedisSettings",
     "Retry",
     "Worker",
     "cron",
@@ -60,8 +68,11 @@ __all__ = [
     "jobs_ongoing",
     "leased_worker",
     "live_workers",
+    "queue_entry",
     "queue_key",
     "request_abort",
+    "waiting",
+    "worker_redis",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +85,8 @@ BUILD_ARCHIVE = "build_archive"
 ABORT_SET = abort_jobs_ss
 # A worker rewrites its heartbeat this often; arq lets it expire one second later.
 HEARTBEAT_SECONDS = 5
+# How many due queue entries `waiting` checks for a running job (far more than ever run at once).
+WAITING_SCAN_LIMIT = 10_000
 
 # arq's heartbeat value (Worker.record_health), one line of `key=count` fields:
 #   "Nov-29 14:03:07 j_complete=12 j_failed=1 j_retried=3 j_ongoing=2 queued=0"
@@ -116,6 +129,24 @@ def jobs_ongoing(heartbeat: bytes | str | None) -> int:
     return int(match.group(1)) if match else 0
 
 
+def queue_entry(settings: Settings, job_id: str, kind: str = BUILD_ARCHIVE) -> QueueEntry:
+    """What arq's `enqueue_job(kind, job_id, _job_id=job_id)` writes, for the job store's create
+    script to write atomically with the job's record (one round trip per POST).
+
+    Same keys, same pickled call (arq.jobs.serialize_job), same TTL (arq's default one day), so
+    an arq worker cannot tell it from enqueue_job's; tests/test_queue.py has one run it.
+    """
+    now_ms = int(time.time() * 1000)
+    return QueueEntry(
+        job_key=job_key(job_id),
+        result_key=result_key_prefix + job_id,
+        queue_key=queue_key(settings),
+        payload=serialize_job(kind, (job_id,), {}, None, now_ms),
+        score_ms=now_ms,
+        expires_ms=expires_extra_ms,
+    )
+
+
 async def enqueue(
     redis: QueueRedis, settings: Settings, job_id: str, kind: str = BUILD_ARCHIVE
 ) -> bool:
@@ -137,6 +168,33 @@ async def depth(redis: Redis, settings: Settings) -> tuple[int, int]:
     now_ms = int(time.time() * 1000)
     total, ready = await asyncio.gather(redis.zcard(queue), redis.zcount(queue, "-inf", now_ms))
     return int(ready), int(total) - int(ready)
+
+
+async def waiting(redis: Redis, settings: Settings) -> tuple[int, float | None]:
+    """Jobs due now that no worker runs yet, and when the oldest of them became due (epoch s;
+    None when none waits).
+
+    arq keeps a running job in the queue until it finishes, marked by its in-progress key, so
+    due entries are checked against those keys. Workers take due jobs oldest first, so the
+    running ones sit at the head: the first WAITING_SCAN_LIMIT due entries are checked, and
+    any beyond them are counted as waiting.
+    """
+    queue = queue_key(settings)
+    now_ms = int(time.time() * 1000)
+    due = await redis.zrangebyscore(
+        queue, "-inf", now_ms, start=0, num=WAITING_SCAN_LIMIT, withscores=True
+    )
+    if not due:
+        return 0, None
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, _ in due:
+            pipe.exists(in_progress_key(job_id.decode() if isinstance(job_id, bytes) else job_id))
+        running = await pipe.execute()
+    idle = [float(score) for (_, score), busy in zip(due, running, strict=True) if not busy]
+    total = len(due)
+    if total == WAITING_SCAN_LIMIT:
+        total = int(await redis.zcount(queue, "-inf", now_ms))
+    return total - sum(1 for busy in running if busy), (idle[0] / 1000 if idle else None)
 
 
 async def live_workers(redis: Redis, settings: Settings) -> tuple[int, int]:
@@ -175,6 +233,20 @@ class LeasedWorker(Worker):
                 logger.warning("job %s changed hands during this run; leaving it be", job_id)
                 return
         await super().finish_job(job_id, *args, **kwargs)
+
+
+def worker_redis(settings: Settings) -> QueueRedis:
+    """The client an arq worker polls the queue with (`redis_pool=`; the worker closes it).
+
+    Built by redisconn like every other client, so a worker follows a Sentinel failover; arq's
+    own RedisSettings would connect to sentinels and master without any timeout.
+    """
+    redis = redisconn.connect(
+        settings, QueueRedis, socket_connect_timeout=2, socket_timeout=5, retry_on_timeout=False
+    )
+    # What arq's create_pool would set: the queue its own enqueues (cron jobs) default to.
+    redis.default_queue_name = queue_key(settings)
+    return redis
 
 
 def leased_worker(lease_seconds: float, **options: Any) -> Worker:

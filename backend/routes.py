@@ -8,6 +8,7 @@
 | DOCS | `/docs`, `/docs/…` | JSON | exempt | no | INFO | none (CDN renderer) | yes |
 | STATIC | `/static/…` | JSON | — | no | DEBUG | yes | no |
 | OPS | `/ops`, `/ops/…` | HTML for people | token | yes | INFO | yes | yes |
+| METRICS | `/metrics` | JSON | exempt | no | DEBUG | yes | no |
 | PAGES | everything else | HTML for people | token | yes | INFO | yes | yes |
 """
 
@@ -23,6 +24,7 @@ class RouteGroup(enum.Enum):
     DOCS = "docs"
     STATIC = "static"
     OPS = "ops"
+    METRICS = "metrics"
     PAGES = "pages"
 
 
@@ -31,6 +33,7 @@ HEALTH_PATH = "/health"
 DOCS_PATH = "/docs"
 STATIC_PATH = "/static"
 OPS_PATH = "/ops"
+METRICS_PATH = "/metrics"
 
 # Group -> (exact path or None, prefix or None); PAGES is what matches none of them.
 _MATCH: dict[RouteGroup, tuple[str | None, str | None]] = {
@@ -39,16 +42,22 @@ _MATCH: dict[RouteGroup, tuple[str | None, str | None]] = {
     RouteGroup.DOCS: (DOCS_PATH, DOCS_PATH + "/"),
     RouteGroup.STATIC: (None, STATIC_PATH + "/"),
     RouteGroup.OPS: (OPS_PATH, OPS_PATH + "/"),
+    RouteGroup.METRICS: (METRICS_PATH, None),
 }
 
 # People read these groups' errors as HTML pages; the rest answer JSON.
 HTML_GROUPS = frozenset({RouteGroup.PAGES, RouteGroup.OPS})
-# Never rate-limited: load balancers and browsers fetch them often, and they cost nothing.
-UNLIMITED_GROUPS = frozenset({RouteGroup.HEALTH, RouteGroup.DOCS, RouteGroup.STATIC})
-# Probes and static files would drown the access log at INFO, and the traces.
-QUIET_GROUPS = frozenset({RouteGroup.HEALTH, RouteGroup.STATIC})
+# Never rate-limited: load balancers, scrapers and browsers fetch them often, and they cost
+# nothing.
+UNLIMITED_GROUPS = frozenset(
+    {RouteGroup.HEALTH, RouteGroup.DOCS, RouteGroup.STATIC, RouteGroup.METRICS}
+)
+# Probes, scrapes and static files would drown the access log at INFO, and the traces.
+QUIET_GROUPS = frozenset({RouteGroup.HEALTH, RouteGroup.STATIC, RouteGroup.METRICS})
 # No CSRF token: the API takes only JSON bodies and bearer tokens (see jsonbody.py).
-CSRF_EXEMPT_GROUPS = frozenset({RouteGroup.API, RouteGroup.HEALTH, RouteGroup.DOCS})
+CSRF_EXEMPT_GROUPS = frozenset(
+    {RouteGroup.API, RouteGroup.HEALTH, RouteGroup.DOCS, RouteGroup.METRICS}
+)
 # The API docs pages load their renderer from a CDN; they get no CSP of ours.
 NO_CSP_GROUPS = frozenset({RouteGroup.DOCS})
 

@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from backend import leases, tracing
+from backend import errorreporting, leases, tracing
+from backend.failures import describe
 from backend.jobevents import completed_event, failed_event, retrying_event
 from backend.logs import bind_job
+from backend.metrics.worker import observed_attempt
 from backend.models import JobRecord, JobState
 from backend.queue import Function, Retry, func
 from backend.services import Services
@@ -44,7 +46,16 @@ class JobCancelled(Exception):
 
 
 class JobFailed(Exception):
-    """A kind's verdict that the job cannot succeed (no retry): the message says why."""
+    """A kind's verdict that the job cannot succeed (no retry): the message says why, in
+    words; `detail` (optional) is the raw cause, for operators."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class GaveUp(JobFailed):
+    """The job's attempts were interrupted (worker crashes) more often than allowed."""
 
 
 class JobKind(Protocol):
@@ -80,16 +91,32 @@ class Attempt:
             raise JobCancelled
 
     async def report(self, files_done: int, bytes_done: int) -> None:
-        """Progress so far, written at most every PROGRESS_INTERVAL s (and per file done)."""
+        """Progress so far, written at most every PROGRESS_INTERVAL s (and per file done).
+
+        What people see never moves backwards: an attempt that starts over (a retry, or a
+        rebuild without a file that vanished) shows the furthest point reached until it
+        passes it (issue 13: "a retry is shown as a note, not a reset").
+        """
         now = time.monotonic()
         if files_done == self._reported_files and now - self._reported_at < PROGRESS_INTERVAL:
             return
         self._reported_at, self._reported_files = now, files_done
         record = self.record
-        record.processed_files = files_done
-        record.bytes_processed = bytes_done
-        record.progress = percent(bytes_done, record.bytes_total, files_done, record.total_files)
+        record.processed_files = max(record.processed_files, files_done)
+        record.bytes_processed = max(record.bytes_processed, bytes_done)
+        record.progress = max(
+            record.progress,
+            percent(bytes_done, record.bytes_total, files_done, record.total_files),
+        )
         await self.save_progress()
+
+    def set_totals(self, files_total: int, bytes_total: int) -> None:
+        """What the job will hold; the figures done so far stay (clamped to the new totals)."""
+        record = self.record
+        record.total_files, record.bytes_total = files_total, bytes_total
+        record.processed_files = min(record.processed_files, files_total)
+        record.bytes_processed = min(record.bytes_processed, bytes_total)
+        record.progress = min(record.progress, 99)
 
     async def complete(self) -> bool:
         """Mark the job ready (the kind has set its result fields) with a `completed` event.
@@ -155,10 +182,15 @@ async def run_job(kind: JobKind, ctx: dict[str, Any], job_id: str) -> str:
     # Every write of this attempt first checks that it still holds the job.
     fenced = dataclasses.replace(services, store=leases.FencedJobStore(services.store, lease))
     # Every attempt continues the trace of the request that started the job.
-    with bind_job(job_id), tracing.job_attempt_span(job_id, number, record.trace_context):
+    with (
+        bind_job(job_id),
+        tracing.job_attempt_span(job_id, number, record.trace_context),
+        errorreporting.job_attempt(job_id, number, kind.name, record.trace_context),
+    ):
         try:
             async with lease.held():
-                return await _attempt(kind, Attempt(fenced, record, number))
+                attempt = _attempt(kind, Attempt(fenced, record, number))
+                return await observed_attempt(kind.name, record, attempt)
         except leases.LeaseLost:
             # Handed back unwritten; LeasedWorker leaves the job alone if another attempt
             # holds it now, else it runs again at once.
@@ -176,12 +208,16 @@ async def _attempt(kind: JobKind, attempt: Attempt) -> str:
     except JobCancelled:
         return JobState.CANCELLED.value
     except JobFailed as exc:
-        await _fail(services, record, str(exc))
+        # A kind's verdict on its input is the job's answer, not a fault of the service.
+        if isinstance(exc, GaveUp):
+            errorreporting.report_attempt(exc, final=True)
+        await _fail(services, record, str(exc), exc.detail)
         return JobState.FAILED.value
     except leases.LeaseLost:
         raise
     except TimeoutError as exc:
         if deadline.expired():
+            errorreporting.report_attempt(exc, final=True)
             limit = services.settings.job_timeout_seconds
             await _fail(services, record, f"the job took longer than {limit} s")
             return JobState.FAILED.value
@@ -191,8 +227,11 @@ async def _attempt(kind: JobKind, attempt: Attempt) -> str:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        # Reported before it is logged: the log line's copy of it is then dropped as a duplicate.
+        errorreporting.report_attempt(exc, final=True)
         logger.exception("job %s failed with an unexpected error", record.job_id)
-        await _fail(services, record, f"internal error: {type(exc).__name__}: {exc}")
+        failure = describe(exc)
+        await _fail(services, record, f"internal error: {failure.message}", failure.detail)
         return JobState.FAILED.value
     return record.status.value
 
@@ -207,25 +246,27 @@ async def _start(attempt: Attempt) -> None:
     record.started_at = record.started_at or time.time()
     await attempt.save_progress()
     if attempt.number > settings.max_attempts + CRASH_ALLOWANCE:
-        raise JobFailed(f"gave up after {attempt.number - 1} interrupted attempts")
+        raise GaveUp(f"gave up after {attempt.number - 1} interrupted attempts")
 
 
 async def _after_transient(attempt: Attempt, exc: BaseException) -> str:
     services, record = attempt.services, attempt.record
-    message = _describe(exc)
-    tracing.failed(message, exc)
+    message, detail = describe(exc)
+    tracing.failed(detail, exc)
     settings = services.settings
+    errorreporting.report_attempt(exc, final=attempt.number >= settings.max_attempts)
     if attempt.number >= settings.max_attempts:
-        await _fail(services, record, message)
+        await _fail(services, record, message, detail)
         return JobState.FAILED.value
     delay = settings.backoff_for(attempt.number)
     record.last_error = message
+    record.error_detail = detail
     record.retry_at = time.time() + delay
     logger.warning(
         "job %s attempt %d failed (%s); retrying in %.1fs",
         record.job_id,
         attempt.number,
-        message,
+        detail,
         delay,
     )
     try:
@@ -237,16 +278,16 @@ async def _after_transient(attempt: Attempt, exc: BaseException) -> str:
     raise Retry(defer=delay)
 
 
-async def _fail(services: Services, record: JobRecord, message: str) -> None:
-    tracing.failed(message)
+async def _fail(
+    services: Services, record: JobRecord, message: str, detail: str | None = None
+) -> None:
+    tracing.failed(detail or message)
+    if detail:
+        logger.warning("job %s failed: %s", record.job_id, detail)
     record.status = JobState.FAILED
     record.error = message
     record.last_error = message
+    record.error_detail = detail
     record.retry_at = None
     record.finished_at = time.time()
     await services.store.save(record, failed_event(record))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, StorageError) else f"{type(exc).__name__}: {text}"

@@ -5,11 +5,15 @@ No other module opens a Redis or S3 client of its own.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
+from backend import redisconn
 from backend.jobs import JobStore
 from backend.queue import QueueRedis
 from backend.settings import Settings
@@ -25,21 +29,29 @@ class Services:
     listener: Redis
     storage: Storage
     store: JobStore
+    # Behind Sentinel: moves every client above (and `follow`'s) to a new master (redisconn).
+    master_watch: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings) -> Services:
-        """Connect lazily: nothing here fails when Redis or S3 is down; calls do, later."""
-        pool = ConnectionPool.from_url(
-            settings.redis_url,
+    async def open(cls, settings: Settings, follow: Sequence[Redis] = ()) -> Services:
+        """Connect lazily: nothing here fails when Redis or S3 is down; calls do, later.
+
+        `follow`: more clients of this process (the arq worker's) to move after a failover.
+        """
+        redis = redisconn.connect(
+            settings,
+            QueueRedis,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
             retry_on_timeout=False,
         )
-        redis = QueueRedis(connection_pool=pool)
-        # Named so operators (and tests) can find each process's single event reader.
-        listener = Redis.from_url(
-            settings.redis_url,
+        # Named so operators (and tests) can find each process's single event reader. Each
+        # reconnection of the hub (events.py) takes a new connection: behind Sentinel, to
+        # whichever server is master by then.
+        listener = redisconn.connect(
+            settings,
+            Redis,
             socket_connect_timeout=2,
             socket_keepalive=True,
             health_check_interval=15,
@@ -50,9 +62,18 @@ class Services:
         store = JobStore(
             redis, prefix=settings.key_prefix, ttl_seconds=settings.job_record_ttl_seconds
         )
-        return cls(settings=settings, redis=redis, listener=listener, storage=storage, store=store)
+        watch = None
+        if settings.sentinel_addresses:
+            watch = asyncio.create_task(
+                redisconn.follow_master([redis, listener, *follow]), name="redis-master-watch"
+            )
+        return cls(settings, redis, listener, storage, store, watch)
 
     async def close(self) -> None:
+        if self.master_watch is not None:
+            self.master_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.master_watch
         await self.storage.close()
         await self.listener.aclose()
         await self.redis.aclose()

@@ -34,6 +34,13 @@ class Settings:
     s3_read_timeout_seconds: float = 4.0
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel (failover): comma-separated host:port of the sentinels; "" reaches
+    # REDIS_URL directly. With sentinels, every client asks them for the master of
+    # REDIS_SENTINEL_MASTER, and REDIS_URL gives only its db, user, password and TLS (rediss).
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "longhaul"
+    # The sentinels' own password (`requirepass` in sentinel.conf), if they have one.
+    redis_sentinel_password: str = ""
 
     presign_ttl_seconds: int = 3600
     max_files_per_job: int = 1000
@@ -65,17 +72,45 @@ class Settings:
     api_auth_required: bool = False
     # Comma-separated origins allowed to call the API from other sites ("" = none).
     cors_allow_origins: str = ""
+    # Webhooks (backend/webhooks/): the Standard Webhooks signing secret, `whsec_<base64>`;
+    # empty turns webhooks off and a `callback_url` is refused, since an unsigned callback
+    # could not be told apart from a forged one.
+    webhook_secret: str = ""
+    # Comma-separated host names, IP addresses or networks (CIDR) that callbacks may reach
+    # even though they are loopback, private or link-local (the SSRF guard's operator list).
+    webhook_allowed_hosts: str = ""
+    # A delivery is retried with exponential backoff for at most this long after its event.
+    webhook_retry_for_seconds: int = 3600
+    # One delivery attempt's time limit (connect, send, and read the answer).
+    webhook_timeout_seconds: float = 10.0
+    # Error reports to Sentry (errorreporting.py), off while the DSN is empty. Traces are
+    # OpenTelemetry's (tracing.py), so Sentry gets none unless a sample rate asks for them.
+    sentry_dsn: str = ""
+    sentry_environment: str = ""
+    sentry_traces_sample_rate: float = 0.0
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes sharing PORT (uvicorn's process manager). They share nothing but Redis and
+    # S3, so one per core is the way to use every core; `python -m backend api --workers N`
+    # overrides it.
+    api_processes: int = 1
     secret_key: str = "change-me-in-production"
     log_level: str = "INFO"
     queue_name: str = "longhaul:queue"
     key_prefix: str = "longhaul"
+    # The worker's Prometheus endpoint (`/metrics` on every interface); 0 turns it off. The API
+    # serves its own on its port.
+    metrics_port: int = 9100
 
     @property
     def public_endpoint(self) -> str:
         return self.s3_public_endpoint or self.s3_endpoint
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs; empty when Sentinel is off."""
+        return parse_sentinels(self.redis_sentinels)
 
     @property
     def max_attempts(self) -> int:
@@ -105,6 +140,9 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "S3_CONNECT_TIMEOUT_SECONDS": "s3_connect_timeout_seconds",
     "S3_READ_TIMEOUT_SECONDS": "s3_read_timeout_seconds",
     "REDIS_URL": "redis_url",
+    "REDIS_SENTINELS": "redis_sentinels",
+    "REDIS_SENTINEL_MASTER": "redis_sentinel_master",
+    "REDIS_SENTINEL_PASSWORD": "redis_sentinel_password",
     "PRESIGN_TTL_SECONDS": "presign_ttl_seconds",
     "MAX_FILES_PER_JOB": "max_files_per_job",
     "WORKER_CONCURRENCY": "worker_concurrency",
@@ -124,12 +162,21 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "JWT_SECRET": "jwt_secret",
     "API_AUTH_REQUIRED": "api_auth_required",
     "CORS_ALLOW_ORIGINS": "cors_allow_origins",
+    "WEBHOOK_SECRET": "webhook_secret",
+    "WEBHOOK_ALLOWED_HOSTS": "webhook_allowed_hosts",
+    "WEBHOOK_RETRY_FOR_SECONDS": "webhook_retry_for_seconds",
+    "WEBHOOK_TIMEOUT_SECONDS": "webhook_timeout_seconds",
+    "SENTRY_DSN": "sentry_dsn",
+    "SENTRY_ENVIRONMENT": "sentry_environment",
+    "SENTRY_TRACES_SAMPLE_RATE": "sentry_traces_sample_rate",
     "HOST": "host",
     "PORT": "port",
+    "API_PROCESSES": "api_processes",
     "SECRET_KEY": "secret_key",
     "LOG_LEVEL": "log_level",
     "QUEUE_NAME": "queue_name",
     "KEY_PREFIX": "key_prefix",
+    "METRICS_PORT": "metrics_port",
 }
 
 
@@ -161,7 +208,45 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def parse_sentinels(raw: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS (`host:port,host:port`, IPv6 as `[::1]:26379`) as (host, port) pairs.
+
+    Raises SettingsError naming the entry that is not a host and a port in 1-65535.
+    """
+    addresses = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"REDIS_SENTINELS entry {entry!r} must be host:port with a port in 1-65535 "
+                "(e.g. sentinel-1:26379,sentinel-2:26379)"
+            )
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def _validate_redis(settings: Settings) -> None:
+    scheme = urlsplit(settings.redis_url).scheme
+    if scheme not in {"redis", "rediss", "unix"}:
+        raise SettingsError(
+            f"REDIS_URL={settings.redis_url!r} must be a redis://, rediss:// or unix:// URL"
+        )
+    if not settings.sentinel_addresses:
+        return
+    if scheme == "unix":
+        raise SettingsError(
+            "REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set: "
+            "the sentinels name the master's host and port"
+        )
+    if not settings.redis_sentinel_master.strip():
+        raise SettingsError("REDIS_SENTINEL_MASTER must name the master the sentinels monitor")
+
+
 def _validate(settings: Settings) -> None:
+    _validate_redis(settings)
     for name, url in (
         ("S3_ENDPOINT", settings.s3_endpoint),
         ("S3_PUBLIC_ENDPOINT", settings.public_endpoint),
@@ -171,6 +256,8 @@ def _validate(settings: Settings) -> None:
             raise SettingsError(f"{name}={url!r} must be an http:// or https:// URL")
     if settings.max_files_per_job < 1:
         raise SettingsError("MAX_FILES_PER_JOB must be at least 1")
+    if settings.api_processes < 1:
+        raise SettingsError("API_PROCESSES must be at least 1")
     if settings.worker_concurrency < 1:
         raise SettingsError("WORKER_CONCURRENCY must be at least 1")
     if settings.job_lease_seconds < 1:
@@ -179,5 +266,33 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("S3_CONNECT_TIMEOUT_SECONDS and S3_READ_TIMEOUT_SECONDS must be > 0")
     if not settings.retry_backoff_seconds:
         raise SettingsError("RETRY_BACKOFF_SECONDS needs at least one delay")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise SettingsError("METRICS_PORT must be a TCP port (1-65535), or 0 for none")
     if settings.archive_part_size < 5 * 1024 * 1024:
         raise SettingsError("ARCHIVE_PART_SIZE must be at least 5 MiB (an S3 rule)")
+    if settings.webhook_retry_for_seconds < 0 or settings.webhook_timeout_seconds <= 0:
+        raise SettingsError("WEBHOOK_RETRY_FOR_SECONDS must be >= 0, WEBHOOK_TIMEOUT_SECONDS > 0")
+    if settings.webhook_secret:
+        # Imported here: the settings module stays free of the webhooks package at import.
+        from backend.webhooks.signing import SecretError, check_secret
+
+        try:
+            check_secret(settings.webhook_secret)
+        except SecretError as exc:
+            raise SettingsError(f"WEBHOOK_SECRET: {exc}") from exc
+    if settings.webhook_allowed_hosts:
+        from backend.webhooks.ssrf import parse_allowed_hosts
+
+        try:
+            parse_allowed_hosts(settings.webhook_allowed_hosts)
+        except ValueError as exc:
+            raise SettingsError(f"WEBHOOK_ALLOWED_HOSTS: {exc}") from exc
+    if not 0 <= settings.sentry_traces_sample_rate <= 1:
+        raise SettingsError("SENTRY_TRACES_SAMPLE_RATE must be between 0 and 1")
+    if settings.sentry_dsn:
+        # Not echoed: a DSN carries the project's key.
+        dsn = urlsplit(settings.sentry_dsn)
+        if dsn.scheme not in {"http", "https"} or not dsn.username or not dsn.path.strip("/"):
+            raise SettingsError(
+                "SENTRY_DSN must look like https://<public key>@<host>/<project id>"
+            )

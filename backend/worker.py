@@ -16,29 +16,34 @@ from redis.exceptions import RedisError
 from backend import leases
 from backend.expiry import sweep_cron
 from backend.kinds import KINDS
+from backend.metrics.exporter import worker_metrics_served
 from backend.queue import (
     HEARTBEAT_SECONDS,
-    RedisSettings,
     Worker,
     cron,
     heartbeat_key,
     leased_worker,
     queue_key,
+    worker_redis,
 )
 from backend.runner import job_function
 from backend.services import Services
 from backend.settings import Settings, load_settings
+from backend.webhooks.delivery import run_sender, stop_sender
 
 logger = logging.getLogger(__name__)
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    services = await Services.open(settings)
+    # arq's own pool (ctx["redis"]) follows a failover with the rest.
+    services = await Services.open(settings, follow=[ctx["redis"]])
     ctx["services"] = services
     ctx["lease_watch"] = asyncio.create_task(
         leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
     )
+    # Webhooks of ended jobs go out from every worker; the outbox's claims share them out.
+    ctx["webhook_sender"] = asyncio.create_task(run_sender(services))
     try:
         await services.storage.ensure_buckets()
     except Exception as exc:
@@ -50,6 +55,7 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     watch: asyncio.Task[None] | None = ctx.get("lease_watch")
     if watch is not None:
         watch.cancel()
+    await stop_sender(ctx.pop("webhook_sender", None))
     services: Services | None = ctx.get("services")
     if services is not None:
         await services.close()
@@ -62,7 +68,7 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
         "functions": [job_function(kind, settings) for kind in KINDS.values()],
         # Every worker runs the sweep; arq's unique cron job ids keep it to one run a minute.
         "cron_jobs": [cron(sweep_cron, name="sweep_expired", second=0, timeout=60)],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_pool": worker_redis(settings),
         "queue_name": queue_key(settings),
         "max_jobs": settings.worker_concurrency,
         "on_startup": _startup,
@@ -85,6 +91,12 @@ def create_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
 
 
 def serve(settings: Settings) -> None:
+    """Run a worker until it is stopped by a signal, its metrics served on METRICS_PORT."""
+    with worker_metrics_served(settings, KINDS):
+        _serve_until_stopped(settings)
+
+
+def _serve_until_stopped(settings: Settings) -> None:
     """Run a worker until it is stopped by a signal, outliving Redis outages.
 
     arq's worker exits when Redis goes away mid-job; rather than needing a restart by hand,

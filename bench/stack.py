@@ -116,7 +116,25 @@ def running_stack(profile: bool = False) -> Iterator[Stack]:
 
 
 def cpu_seconds(process: devstack.Process) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time the process and its live children have used so far.
+
+    Children count because `--workers N` serves from N processes under one manager.
+    """
+    return sum(_own_cpu_seconds(pid) for pid in _tree(process.popen.pid))
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _tree(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            found += _tree(int(child))
+    return found

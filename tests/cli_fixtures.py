@@ -213,8 +213,9 @@ async def cli_stack_fixture(
         redis_server.url,
         s3_server.url,
         f"lh-cli{os.getpid()}",
-        # Slow enough that a job is still running when its stream is cut.
-        THROTTLE_BYTES_PER_SECOND=str(4 * MIB),
+        # Slow enough that a job is still running when its stream is cut, and while two
+        # `longhaul` processes start one after the other on a busy machine (status, cancel).
+        THROTTLE_BYTES_PER_SECOND=str(3 * MIB),
         S3_PUBLIC_ENDPOINT=s3_proxy.url,
     )
     await seed_stack(env)

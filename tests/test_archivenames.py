@@ -15,7 +15,7 @@ from backend.archivenames import (
     name_problem,
 )
 from backend.downloads import InvalidInput, download_url, start_job
-from backend.models import CatalogueFile, JobRecord, JobState
+from backend.models import CatalogueFile, JobRecord, JobState, SkippedFile
 from backend.services import Services
 from tests.helpers import wait_for_status
 
@@ -77,7 +77,7 @@ def test_the_card_names_the_file_from_the_included_files() -> None:
     record = JobRecord(job_id=JOB, owner="o", file_ids=[1, 3, 9])
     assert card_filename(record, names) == "alpha-and-2-more.zip"
     # A file found missing is not in the archive, so not in its name or count.
-    record.skipped_file_ids = [1]
+    record.skipped = [SkippedFile(file_id=1, name="alpha.txt", reason="not_found")]
     assert card_filename(record, names) == "charlie-and-1-more.zip"
     record.name = "Mine"
     assert card_filename(record, names) == "Mine.zip"

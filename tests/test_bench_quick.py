@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = (
-    "1. Enqueue latency",
+    "1. Enqueue: capacity and cost of a POST",
     "2. SSE scale",
     "3. Archive throughput and worker memory",
     "4. Queue overhead",

@@ -1,13 +1,16 @@
-"""The README's API examples (curl, httpx, httpx-sse) run as written against a real stack."""
+"""The README's API examples (curl, httpx, httpx-sse, listing and retrying, the Python library)
+run as written against a real stack."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import zipfile
 from pathlib import Path
 
+import jwt
 import pytest
 
 from backend.seed import DEMO_FILES, seed_demo
@@ -25,12 +28,17 @@ README_BASE = "http://127.0.0.1:8000"
 EXAMPLE_FILES = tuple(f for f in DEMO_FILES if f.file_id in {10009, 10012})
 
 
-def examples() -> list[tuple[str, str]]:
-    """(language, code) of each block under "### Examples: curl, httpx, httpx-sse"."""
+def examples(heading: str = "### Examples: curl, httpx, httpx-sse") -> list[tuple[str, str]]:
+    """(language, code) of each block under `heading`, up to the next `##` or `###` heading."""
     text = README.read_text()
-    start = text.index("### Examples: curl, httpx, httpx-sse")
-    section = text[start : text.index("\n## ", start)]
+    start = text.index(heading)
+    end = re.compile(r"\n#{2,3} ").search(text, start + len(heading))
+    section = text[start : end.start() if end else len(text)]
     return re.findall(r"```(sh|python)\n(.*?)```", section, re.S)
+
+
+LISTING = "### Examples: listing and trying again"
+LIBRARY = "## Python library"
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +84,61 @@ async def test_readme_example_runs(demo_stack: CliStack, tmp_path: Path, index: 
         with zipfile.ZipFile(tmp_path / "longhaul.zip") as archive:
             assert archive.testzip() is None
             assert sorted(archive.namelist()) == sorted(f.name for f in EXAMPLE_FILES)
+
+
+async def run_example(
+    stack: CliStack, language: str, code: str, cwd: Path, token: str | None = None
+) -> str:
+    """Run a README block against `stack`'s API as written; its stdout."""
+    script = code.replace(README_BASE, stack.direct_url)
+    argv = ["bash", "-euo", "pipefail", "-c", script]
+    if language == "python":
+        argv = [sys.executable, "-c", script]
+    env = dict(os.environ)
+    if token is not None:
+        env["LONGHAUL_TOKEN"] = token
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+def token_of(stack: CliStack, subject: str) -> str:
+    return jwt.encode({"sub": subject}, stack.env["JWT_SECRET"], algorithm="HS256")
+
+
+def test_readme_has_listing_and_library_examples() -> None:
+    assert [language for language, _ in examples(LISTING)] == ["sh"]
+    library = examples(LIBRARY)
+    assert [language for language, _ in library] == ["python", "python"]
+    assert "from backend.client import ApiError, Client" in library[0][1]
+    assert "AsyncClient" in library[1][1]
+    assert all(README_BASE in code for _, code in examples(LISTING) + library)
+
+
+async def test_readme_listing_example_runs(demo_stack: CliStack, tmp_path: Path) -> None:
+    [(language, code)] = examples(LISTING)
+    token = token_of(demo_stack, f"readme-{tmp_path.name}")
+    output = await run_example(demo_stack, language, code, tmp_path, token)
+    assert '"retry_of":"' in output
+    pages = [line for line in output.splitlines() if line.startswith('{"jobs":')]
+    assert pages, output
+    assert all('"status":"failed"' in page for page in pages)
+    assert pages[-1].endswith('"next_cursor":null}')
+
+
+@pytest.mark.parametrize("index", range(2), ids=["sync", "async"])
+async def test_readme_library_example_runs(
+    demo_stack: CliStack, tmp_path: Path, index: int
+) -> None:
+    language, code = examples(LIBRARY)[index]
+    token = token_of(demo_stack, f"readme-lib-{index}-{tmp_path.name}")
+    output = await run_example(demo_stack, language, code, tmp_path, token)
+    with zipfile.ZipFile(tmp_path / "longhaul.zip") as archive:
+        assert archive.testzip() is None
+        assert sorted(archive.namelist()) == sorted(f.name for f in EXAMPLE_FILES)
+    if index == 0:
+        assert "ready 100" in output
+        assert "409 job" in output and "only failed, cancelled or expired" in output

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+from backend.client.commands import _describe
 from backend.client.errors import VerificationFailed
 from backend.client.follow import JobProgress
 from backend.client.progress import ProgressBar, Rate, format_iec_size, human_duration
 from backend.client.verify import verify_archive
 from backend.jobevents import JobEventData, decode_event
+from backend.models import JobState, JobStatus, SkippedFile, SkipReason
 
 
 class Terminal(io.StringIO):
@@ -168,3 +170,19 @@ def test_wrong_entry_count_fails(tmp_path: Path) -> None:
     make_zip(path, {"a.txt": b"a"})
     with pytest.raises(VerificationFailed, match="holds 1 entries, the job reported 2 files"):
         verify_archive(path, expected_entries=2)
+
+
+def test_status_names_each_skipped_file_with_its_reason() -> None:
+    status = JobStatus(
+        job_id="a" * 32,
+        status=JobState.READY,
+        progress=100,
+        total_files=1,
+        processed_files=1,
+        skipped_file_ids=[7, 9],
+        skipped=[
+            SkippedFile(file_id=7, name="invoices-q3.zip", reason=SkipReason.NOT_FOUND),
+            SkippedFile(file_id=9, reason=SkipReason.NOT_FOUND),
+        ],
+    )
+    assert "skipped   invoices-q3.zip (not_found), file 9 (not_found)" in _describe(status)

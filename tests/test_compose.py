@@ -192,3 +192,27 @@ def test_the_config_compose_renders_passes_nginx_t(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert "listen 80;" in site.read_text()
+
+
+def test_the_sentinel_profile_adds_a_replica_and_a_sentinel_the_app_can_point_at() -> None:
+    for name in ("redis-replica", "redis-sentinel"):
+        assert SERVICES[name]["profiles"] == ["sentinel"]
+        assert SERVICES[name]["healthcheck"]["test"][0] == "CMD"
+    # Plain `docker compose up` is unchanged: nothing else is behind a profile.
+    profiled = {name for name, service in SERVICES.items() if "profiles" in service}
+    assert profiled == {"redis-replica", "redis-sentinel"}
+    replica = SERVICES["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert "redis-replica-data" in COMPOSE["volumes"]
+
+    env = environment("api")
+    assert load_settings(env).sentinel_addresses == []  # off unless asked for
+    settings = load_settings({**env, "REDIS_SENTINELS": "redis-sentinel:26379"})
+    assert settings.sentinel_addresses == [("redis-sentinel", 26379)]
+    sentinel = SERVICES["redis-sentinel"]["command"][0]
+    assert f"'sentinel monitor {settings.redis_sentinel_master} redis 6379 1'" in sentinel
+    assert "'port 26379'" in sentinel
+    assert "exec redis-server /data/sentinel.conf --sentinel" in sentinel
+    # The README's command names the same sentinel.
+    readme = (ROOT / "README.md").read_text()
+    assert "REDIS_SENTINELS=redis-sentinel:26379 docker compose --profile sentinel up" in readme

@@ -30,7 +30,7 @@ from backend.jobevents import (
     terminal_event,
     terminal_event_for,
 )
-from backend.models import TERMINAL_STATES, JobRecord, JobState
+from backend.models import TERMINAL_STATES, JobRecord, JobState, SkippedFile, SkipReason
 from backend.services import Services
 from backend.settings import load_settings
 from tests.helpers import collect_events, start
@@ -58,6 +58,7 @@ def running_record(**changes: Any) -> JobRecord:
         attempt=2,
         max_attempts=4,
         skipped_file_ids=[3],
+        skipped=[SkippedFile(file_id=3, name="invoices-q3.zip", reason=SkipReason.NOT_FOUND)],
         last_error="S3 unavailable: connection refused",
     )
     for name, value in changes.items():
@@ -98,6 +99,7 @@ def built_events() -> list[tuple[JobEventData, dict[str, Any]]]:
                 "archive_size": 9437512,
                 "total_files": 2,
                 "skipped_file_ids": [3],
+                "skipped": [{"file_id": 3, "name": "invoices-q3.zip", "reason": "not_found"}],
             },
         ),
         (failed_event(failed), {"error": "S3 unavailable: connection refused", "attempt": 2}),

@@ -14,7 +14,6 @@ import pytest
 
 from backend import devstack
 from backend.devstack import free_port
-from backend.kinds.archive import archive_key_for
 from backend.services import Services
 from tests.helpers import (
     collect_events,
@@ -123,9 +122,8 @@ async def test_cancel_through_the_api_aborts_the_upload_and_says_cancelled(
             await asyncio.sleep(1.0)  # let the worker notice and clean up
             status = (await client.get(f"/v1/download/status/{created['job_id']}")).json()
             assert status["status"] == "cancelled"
-        key = archive_key_for(created["job_id"])
-        assert await services.storage.size_of(key) is None
-        assert await services.storage.pending_uploads(key) == []
+        assert status.get("download_url") is None
+        assert await services.storage.results.pending_uploads_under("archives/") == []
     finally:
         worker.stop()
         api.stop()

@@ -224,7 +224,7 @@ async def test_cors_pages_can_read_request_id_and_rate_limit_headers(
     assert answer.headers["access-control-allow-origin"] == ORIGIN
     sent = {name for name in answer.headers if name.startswith("ratelimit-")}
     assert len(sent) == 3
-    assert sent | {"x-request-id", "retry-after", "location"} <= exposed(answer)
+    assert sent | {"x-request-id", "retry-after", "location", "link"} <= exposed(answer)
 
 
 async def test_cors_pages_can_read_a_429_and_its_retry_after(cors_api: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -52,7 +53,10 @@ async def test_download_url_is_presigned_for_one_hour_on_the_public_endpoint(
     url = urlsplit(status["download_url"])
     query = parse_qs(url.query)
     assert f"{url.scheme}://{url.netloc}" == stack_env["S3_ENDPOINT"]
-    assert url.path == f"/{stack_env['S3_BUCKET_NAME']}/archives/{created['job_id']}.zip"
+    shared = f"/{stack_env['S3_BUCKET_NAME']}/archives/sha256/[0-9a-f]{{64}}\\.zip"
+    assert re.fullmatch(shared, url.path)
+    job_name = "echo.zip"  # file 5, echo.log (archivenames.py)
+    assert job_name in query["response-content-disposition"][0]
     assert query["X-Amz-Expires"] == ["3600"]
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
     assert query["X-Amz-Credential"][0].startswith("longhaul/")

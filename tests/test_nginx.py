@@ -261,6 +261,29 @@ async def test_a_body_over_the_limit_is_refused_by_nginx_with_json(
     assert refused.upstream == "-"
 
 
+async def test_metrics_are_refused_at_the_proxy_and_served_by_each_api_process(
+    proxied: ProxiedStack, via_nginx: httpx.AsyncClient
+) -> None:
+    for method, path in (("GET", "/metrics"), ("HEAD", "/metrics"), ("GET", "/metrics?x=1")):
+        assert (await via_nginx.request(method, path)).status_code == 403, (method, path)
+    refused = await via_nginx.get("/metrics")
+    assert refused.json() == {
+        "status_code": 403,
+        "detail": "metrics: scrape each API process directly",
+    }
+    # Answered by nginx itself: no API process saw any of them.
+    entries = await logged(
+        proxied.nginx, lambda e: e.path.startswith("/metrics") and e.status == 403, count=4
+    )
+    assert {entry.upstream for entry in entries} == {"-"}
+    # Each API process serves its own, to a scraper that reaches it directly.
+    for api in proxied.apis:
+        async with httpx.AsyncClient(timeout=10) as client:
+            direct = await client.get(f"{api.url}/metrics")
+        assert direct.status_code == 200
+        assert "longhaul_http_requests_total" in direct.text
+
+
 async def api_access_line(api: devstack.Process, request_id: str) -> dict[str, object]:
     """The API process's JSON access line for `request_id`, once written."""
     assert api.log_path is not None

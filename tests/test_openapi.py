@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import jwt
 import pytest
 
 from backend.app import create_app
@@ -21,6 +22,8 @@ JSON_API = {
     ("get", "/v1/download/status/{job_id}"),
     ("get", "/v1/download/subscribe/{job_id}"),
     ("delete", "/v1/download/{job_id}"),
+    ("post", "/v1/download/{job_id}/retry"),
+    ("get", "/v1/downloads"),
     ("get", "/health"),
 }
 ERRORS_OF = {
@@ -29,6 +32,8 @@ ERRORS_OF = {
     ("get", "/v1/download/status/{job_id}"): {401, 404, 429, 503},
     ("get", "/v1/download/subscribe/{job_id}"): {400, 401, 404, 429, 503},
     ("delete", "/v1/download/{job_id}"): {401, 404, 409, 429, 503},
+    ("post", "/v1/download/{job_id}/retry"): {400, 401, 404, 409, 422, 429, 503},
+    ("get", "/v1/downloads"): {400, 401, 429, 503},
     ("get", "/health"): {503},
 }
 SUCCESS_OF = {
@@ -37,6 +42,8 @@ SUCCESS_OF = {
     ("get", "/v1/download/status/{job_id}"): "200",
     ("get", "/v1/download/subscribe/{job_id}"): "200",
     ("delete", "/v1/download/{job_id}"): "200",
+    ("post", "/v1/download/{job_id}/retry"): "202",
+    ("get", "/v1/downloads"): "200",
     ("get", "/health"): "200",
 }
 
@@ -181,3 +188,27 @@ async def test_events_of_real_jobs_fit_their_documented_schemas(
         validate(event.data, documented, schema)
         # Documented field by field: nothing the server sends is missing from the schema.
         assert set(event.data) <= set(documented["properties"]), event
+
+
+async def test_list_and_retry_document_their_parameters_and_true_examples(
+    http: httpx.AsyncClient, schema: dict[str, Any]
+) -> None:
+    ops = operations(schema)
+    listing = ops[("get", "/v1/downloads")]
+    params = {p["name"]: p for p in listing["parameters"]}
+    assert {"status", "limit", "cursor"} <= set(params)
+    assert all(params[name]["description"] for name in ("status", "limit", "cursor"))
+    assert 'rel="next"' in listing["responses"]["200"]["description"]
+    bad = listing["responses"]["400"]["content"]["application/json"]["examples"]
+    assert [e["value"]["extra"][0]["key"] for e in bad.values()] == ["status"]
+    # The documented 400 is the sentence the server says.
+    token = jwt.encode({"sub": "docs-reader"}, "test-jwt-secret-of-at-least-32-bytes")
+    said = await http.get("/v1/downloads?status=done", headers={"Authorization": f"Bearer {token}"})
+    assert said.json() == next(iter(bad.values()))["value"]
+    anonymous = await http.get("/v1/downloads")
+    documented_401 = listing["responses"]["401"]["content"]["application/json"]["examples"]
+    assert anonymous.json() in [e["value"] for e in documented_401.values()]
+    retry = ops[("post", "/v1/download/{job_id}/retry")]
+    examples = retry["responses"]["202"]["content"]["application/json"]["examples"]
+    assert all(e["value"]["retry_of"] for e in examples.values())
+    assert "Idempotency-Key" in json.dumps(retry["parameters"])

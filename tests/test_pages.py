@@ -145,7 +145,10 @@ async def test_download_redirects_to_a_presigned_url_of_the_archive(
     assert response.headers["cache-control"] == "no-store"
     location = urlsplit(response.headers["location"])
     assert f"{location.scheme}://{location.netloc}" == stack_env["S3_ENDPOINT"]
-    assert location.path.endswith(f"/archives/{job_id}.zip")
+    assert re.search(r"/archives/sha256/[0-9a-f]{64}\.zip$", location.path)
+    disposition = parse_qs(location.query)["response-content-disposition"][0]
+    # Named after its files (archivenames.py), not after the shared object.
+    assert 'filename="alpha-and-1-more.zip"' in disposition
     assert parse_qs(location.query)["X-Amz-Expires"] == ["3600"]
     archive = await fetch(response.headers["location"])
     assert zip_digests(archive) == {
@@ -342,3 +345,21 @@ async def test_a_person_navigating_to_a_bad_page_gets_an_html_error_page(
     assert api.headers["content-type"].startswith("application/json")
     swap = await browser.get(f"/jobs/{'0' * 32}/live", headers={**html, "HX-Request": "true"})
     assert swap.json()["status_code"] == 404
+
+
+async def test_a_card_names_the_files_left_out_and_its_heading_counts_the_zip(
+    browser: httpx.AsyncClient,
+) -> None:
+    # Issue 13: a file gone before packing was named nowhere, under "2 files · 11.0 MB".
+    job_id = await start_from_form(browser, [1, 987_654_321])
+    live = await live_until_ended(browser, job_id)
+    assert 'data-testid="job-skipped"' in live.text
+    assert "1 file could not be included: file 987654321 (no longer available)" in live.text
+    assert "1 of 1 files" in live.text
+    assert f'id="job-detail-{job_id}" hx-swap-oob="true">1 file · 200 KB<' in live.text
+    page = await browser.get("/")
+    card = page.text[page.text.index(f'data-job-id="{job_id}"') :]
+    card = card[: card.index("</li>")]
+    assert f'<span id="job-detail-{job_id}">1 file · 200 KB</span>' in card
+    assert '"job-title">alpha.txt</h3>' in card
+    assert "could not be included: file 987654321 (no longer available)" in card

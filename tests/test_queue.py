@@ -7,8 +7,12 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+from arq.jobs import Job as ArqJob
+
 from backend import queue
-from backend.kinds.archive import archive_key_for
+from backend.downloads import start_job
+from backend.jobs import ActiveJobsLimit
 from backend.models import JobRecord, JobState
 from backend.queue import Worker
 from backend.services import Services
@@ -61,6 +65,47 @@ async def test_an_enqueued_job_is_queued_once_and_run_by_a_worker(
     assert not await services.redis.exists(queue.in_progress_key(job_id))
 
 
+async def test_a_job_queued_by_the_create_script_is_what_arq_would_queue_and_a_worker_runs_it(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [5], "public", client="10.0.0.9")
+    # arq reads it back as its own enqueue_job would have written it.
+    info = await ArqJob(record.job_id, services.redis, _queue_name=queue.queue_key(settings)).info()
+    assert info is not None
+    assert (info.function, info.args, info.kwargs) == (queue.BUILD_ARCHIVE, (record.job_id,), {})
+    assert abs(info.enqueue_time.timestamp() - record.created_at) < 5
+    assert 0 < await services.redis.pttl(queue.job_key(record.job_id)) <= 86_400_000
+    # The same id cannot be queued twice, by the script or by arq.
+    assert not await queue.enqueue(services.redis, settings, record.job_id)
+
+    await run_worker_until_idle(settings, cron_jobs=[])
+
+    done = await services.store.get(record.job_id)
+    assert done is not None
+    assert done.status is JobState.READY, done.error
+
+
+async def test_a_refused_create_writes_nothing_not_even_the_queue_entry(
+    services: Services, settings: Settings
+) -> None:
+    client = f"10.1.{uuid.uuid4().int % 250}.1"
+    first = await start_job(services, [5], "public", client=client)
+    capped = settings.replace(max_active_jobs_per_client=1)
+    services.settings = capped
+    try:
+        with pytest.raises(ActiveJobsLimit):
+            await start_job(services, [6], "public", idempotency_key="k-1", client=client)
+    finally:
+        services.settings = settings
+    # Only the first job is queued, and the refused request's key is not bound: its retry,
+    # once there is room, makes the job.
+    assert await services.redis.zrange(queue.queue_key(settings), 0, -1) == [first.job_id.encode()]
+    retried = await start_job(services, [6], "public", idempotency_key="k-1", client=client)
+    assert retried.job_id != first.job_id
+    again = await start_job(services, [6], "public", idempotency_key="k-1", client=client)
+    assert again.job_id == retried.job_id
+
+
 async def test_depth_counts_due_and_deferred_jobs(services: Services, settings: Settings) -> None:
     assert await queue.depth(services.redis, settings) == (0, 0)
     for _ in range(2):
@@ -73,6 +118,42 @@ async def test_depth_counts_due_and_deferred_jobs(services: Services, settings: 
         _defer_by=60,
     )
     assert await queue.depth(services.redis, settings) == (2, 1)
+
+
+async def test_waiting_counts_due_jobs_no_worker_runs_and_when_the_oldest_became_due(
+    services: Services, settings: Settings
+) -> None:
+    assert await queue.waiting(services.redis, settings) == (0, None)
+    first = await recorded_job(services, [8])
+    assert await queue.enqueue(services.redis, settings, first)
+    await asyncio.sleep(0.01)  # due strictly first: workers take the earliest score
+    for _ in range(2):
+        assert await queue.enqueue(services.redis, settings, await recorded_job(services, [5]))
+    # A retry waiting out its backoff is not due yet.
+    await services.redis.enqueue_job(
+        queue.BUILD_ARCHIVE,
+        await recorded_job(services, [5]),
+        _queue_name=queue.queue_key(settings),
+        _defer_by=60,
+    )
+    scores = await services.redis.zrange(queue.queue_key(settings), 0, 2, withscores=True)
+    count, oldest = await queue.waiting(services.redis, settings)
+    assert (count, oldest) == (3, scores[0][1] / 1000)
+
+    # A worker with one slot runs the first job (slow): it stays in arq's queue while it runs,
+    # but no longer waits.
+    slow = settings.replace(throttle_bytes_per_second=512 * 1024, worker_concurrency=1)
+    worker = serving_worker(slow)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(
+            lambda: services.redis.exists(queue.in_progress_key(first)), lambda found: found == 1
+        )
+        count, oldest = await queue.waiting(services.redis, settings)
+        assert (count, oldest) == (2, scores[1][1] / 1000)
+    finally:
+        running.cancel()
+        await worker.close()
 
 
 async def test_live_workers_reads_a_real_workers_heartbeat_and_running_jobs(
@@ -143,4 +224,5 @@ async def test_request_abort_cancels_a_running_job_and_leaves_no_archive(
     current = await services.store.get(job_id)
     assert current is not None and current.status is not JobState.READY
     # The archive code aborted its multipart upload on the way out.
-    assert await services.storage.size_of(archive_key_for(job_id)) is None
+    assert current.archive_key is None
+    assert await services.storage.results.pending_uploads_under("archives/") == []

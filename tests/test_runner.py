@@ -20,9 +20,10 @@ class CountingKind:
 
     name = "count_to_ten"
 
-    def __init__(self, flaky: int = 0, verdict: str = "") -> None:
+    def __init__(self, flaky: int = 0, verdict: str = "", hiccup: str = "") -> None:
         self.flaky = flaky
         self.verdict = verdict
+        self.hiccup = hiccup or "object storage hiccup on attempt {number}"
         self.attempts: list[int] = []
 
     async def run(self, attempt: Attempt) -> None:
@@ -32,7 +33,7 @@ class CountingKind:
         attempt.record.total_files = 10
         for step in range(1, 11):
             if step == 5 and attempt.number <= self.flaky:
-                raise StorageError(f"object storage hiccup on attempt {attempt.number}")
+                raise StorageError(self.hiccup.format(number=attempt.number))
             await attempt.report(step, 0)
         if not await attempt.complete():
             raise JobCancelled
@@ -73,6 +74,41 @@ async def test_transient_errors_of_any_kind_are_retried_with_backoff(
     retrying = [e for e in await services.store.events_after(done.job_id) if e.event == "retrying"]
     assert [json.loads(e.data)["retry_in"] for e in retrying] == [1.0, 2.0]
     assert "hiccup on attempt 2" in (done.last_error or "")
+
+
+async def test_progress_shown_never_goes_back_when_an_attempt_starts_over(
+    services: Services, settings: Settings
+) -> None:
+    # Issue 13: "progress drops 27 % -> 0 %, then Ready"; a retry is a note, not a reset.
+    kind = CountingKind(flaky=1)
+    done = await run_kind(services, settings, kind)
+    assert kind.attempts == [1, 2]
+    events = await services.store.events_after(done.job_id)
+    shown = [json.loads(e.data) for e in events if e.event in ("progress", "retrying")]
+    for field in ("progress", "processed_files"):
+        values = [event[field] for event in shown]
+        assert values == sorted(values), (field, values)
+    assert max(event["progress"] for event in shown if event["attempt"] == 1) == 40
+
+
+async def test_a_storage_servers_dump_reaches_operators_not_the_words(
+    services: Services, settings: Settings
+) -> None:
+    dump = (
+        "object storage at s3.example refused to read 'x': S3 operation failed; code: SlowDown, "
+        "message: Please reduce your request rate., resource: /c/x, request_id: 17A3F0C2D, "
+        "host_id: dd9025bab4ad464b"
+    )
+    kind = CountingKind(flaky=1, hiccup=dump)
+    done = await run_kind(services, settings, kind)
+    assert done.status is JobState.READY
+    retrying = [e for e in await services.store.events_after(done.job_id) if e.event == "retrying"]
+    error = json.loads(retrying[0].data)["error"]
+    assert error == (
+        "object storage at s3.example refused to read 'x': Please reduce your request rate."
+    )
+    assert done.last_error == error
+    assert done.error_detail == dump  # beside `last_error`, for /ops and the API
 
 
 async def test_a_kinds_verdict_fails_the_job_at_once_with_its_words(

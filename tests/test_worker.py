@@ -10,9 +10,8 @@ import zipfile
 
 from backend.devstack import free_port
 from backend.downloads import cancel_job, public_status, start_job
-from backend.expiry import sweep_expired_archives
+from backend.expiry import sweep_expired_archives, sweep_unused_archives
 from backend.jobs import parse_event_id
-from backend.kinds.archive import archive_key_for
 from backend.models import JobEvent, JobState
 from backend.services import Services
 from backend.settings import Settings
@@ -27,14 +26,16 @@ def seconds_of(event: JobEvent) -> float:
     return position[0] / 1000
 
 
+async def archive_key_of(services: Services, job_id: str) -> str:
+    record = await services.store.get(job_id)
+    assert record is not None and record.archive_key is not None
+    return record.archive_key
+
+
 async def read_archive(services: Services, job_id: str) -> bytes:
-    chunks = [
-        c
-        async for c in services.storage.read(
-            archive_key_for(job_id), bucket=services.storage.results_bucket
-        )
-    ]
-    return b"".join(chunks)
+    key = await archive_key_of(services, job_id)
+    bucket = services.storage.results_bucket
+    return b"".join([c async for c in services.storage.read(key, bucket=bucket)])
 
 
 async def test_missing_file_ids_are_skipped_and_listed(
@@ -201,7 +202,8 @@ async def test_cancel_stops_a_running_job_and_leaves_no_archive(
     done = await services.store.get(record.job_id)
     assert done is not None
     assert done.status is JobState.CANCELLED
-    assert await services.storage.size_of(archive_key_for(record.job_id)) is None
+    assert await services.storage.store.list_objects(services.storage.results_bucket) == []
+    assert await services.storage.results.pending_uploads_under("archives/") == []
     events = await services.store.events_after(record.job_id)
     assert events[-1].event == "cancelled"
 
@@ -223,22 +225,24 @@ async def test_a_finished_job_run_again_keeps_its_single_archive(
             services.storage.results_bucket, prefix="archives/", recursive=True
         )
     ]
-    assert listed == [archive_key_for(record.job_id)]
+    assert listed == [await archive_key_of(services, record.job_id)]
     assert await read_archive(services, record.job_id) == first
     done = await services.store.get(record.job_id)
     assert done is not None
     assert done.status is JobState.READY
 
 
-async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
+async def test_jobs_past_their_ttl_say_expired_and_unused_archives_are_deleted(
     services: Services, settings: Settings
 ) -> None:
     short = settings.replace(archive_ttl_seconds=1)
+    services.settings = short  # the sweeper reads the TTL from the services' settings
     record = await start_job(services, [5], "public")
     keep = await start_job(services, [3], "public")
     await run_worker_until_idle(short)
     ready = await services.store.get(record.job_id)
     assert ready is not None and ready.archive_expires_at is not None
+    assert ready.archive_key is not None
     assert await sweep_expired_archives(services) == 0  # not due yet
     await asyncio.sleep(max(0.0, ready.archive_expires_at - time.time()) + 0.1)
     # The second job's archive is due too; take it out of the index to show only due ones go.
@@ -247,14 +251,16 @@ async def test_archives_past_their_ttl_are_deleted_and_the_job_says_expired(
 
     expired = await services.store.get(record.job_id)
     assert expired is not None and expired.status is JobState.EXPIRED
-    assert await services.storage.size_of(archive_key_for(record.job_id)) is None
-    assert await services.storage.size_of(archive_key_for(keep.job_id)) is not None
     status = await public_status(services, expired)
     assert status.status == "expired"
     assert status.download_url is None
     events = await services.store.events_after(record.job_id)
     assert [e.event for e in events[-2:]] == ["completed", "expired"]
     assert await sweep_expired_archives(services) == 0
+    # Both archives are unused past the TTL: the sweeper deletes the objects.
+    assert await sweep_unused_archives(services) == 2
+    assert await services.storage.size_of(ready.archive_key) is None
+    assert await services.storage.size_of(await archive_key_of(services, keep.job_id)) is None
 
 
 async def test_many_ids_resolve_through_one_listing_with_the_same_result(

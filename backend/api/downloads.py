@@ -14,6 +14,7 @@ from litestar.types import ASGIApp
 
 from backend.api.openapi_docs import EVENT_STREAM, STREAM_ENDED, error_response, status_response
 from backend.api.sse import Frame, event_stream, nothing_to_stream
+from backend.api.webhook_docs import START_REFUSED
 from backend.downloads import (
     InvalidInput,
     cancel_job,
@@ -100,13 +101,19 @@ class DownloadController(Controller):
         summary="Start a download job",
         responses={
             **_ERRORS,
+            400: START_REFUSED,
             202: status_response("The job, queued; `Location` is its status URL.", "queued"),
             415: error_response(415, "Not JSON."),
             422: error_response(422, "Idempotency-Key reused with a different body."),
             413: error_response(413, "Body too large."),
         },
         description="Answers at once with the job's status; a worker builds the ZIP. "
-        "Follow it at `status_url` (polling) or `events_url` (SSE). An optional `name` "
+        "Follow it at `status_url` (polling) or `events_url` (SSE). With `callback_url`, the "
+        "job's terminal event is also POSTed there, signed (see the `jobEnded` webhook). The "
+        "same files at the same versions with the same `on_missing` share one archive, so a "
+        "repeat is ready at once (its own job, events and link). `on_missing`: `skip` "
+        "(default) leaves out files that are gone and lists them in `skipped`; `fail` fails "
+        "the job naming them; anything else is a 400 naming `on_missing`. An optional `name` "
         "names the saved archive (`Q3 board minutes` saves as `Q3 board minutes.zip`); one "
         "with `/`, `\\` or control characters, or over 100 characters, is a 400 naming `name`.",
     )
@@ -129,7 +136,14 @@ class DownloadController(Controller):
         # Litestar decodes leniently ("2" would pass as 2); the contract is strict JSON types.
         data = decode_strictly(await request.body())
         record = await start_job(
-            services, data.file_ids, requester, idempotency_key, client, name=data.name
+            services,
+            data.file_ids,
+            requester,
+            idempotency_key,
+            client,
+            data.callback_url,
+            on_missing=data.on_missing,
+            name=data.name,
         )
         status = await public_status(services, record)
         return Response(status, status_code=202, headers={"Location": status.status_url})

@@ -24,6 +24,7 @@ from backend.downloads import (
 )
 from backend.jobs import ActiveJobsLimit
 from backend.ratelimit import RateLimited
+from backend.retries import NotRetryable
 from backend.routes import HTML_GROUPS, group_of
 from backend.storage import StorageError
 
@@ -126,7 +127,7 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         status, detail, extra = 404, str(exc), None
     elif isinstance(exc, IdempotencyConflict):
         status, detail, extra = 422, str(exc), None
-    elif isinstance(exc, JobAlreadyFinished):
+    elif isinstance(exc, JobAlreadyFinished | NotRetryable):
         status, detail = 409, str(exc)
         extra = {"status": exc.record.status.value}
     else:
@@ -159,6 +160,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     InvalidInput: domain_error_handler,
     UnknownJob: domain_error_handler,
     JobAlreadyFinished: domain_error_handler,
+    NotRetryable: domain_error_handler,
     EnqueueFailed: domain_error_handler,
     IdempotencyConflict: domain_error_handler,
     RedisError: unavailable_handler,
@@ -166,3 +168,9 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     StorageError: unavailable_handler,
     Exception: internal_error_handler,
 }
+
+# Answered on purpose (a 4xx, or a 503 while Redis or S3 is away): not faults of the code, so
+# never reported as errors (errorreporting.py). An HTTPException is judged by its status.
+EXPECTED_ERRORS: tuple[type[Exception], ...] = tuple(
+    error for error in EXCEPTION_HANDLERS if error not in (Exception, HTTPException)
+)

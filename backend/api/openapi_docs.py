@@ -15,7 +15,7 @@ from litestar.openapi.spec import Example
 from litestar.params import KwargDefinition
 
 from backend.jobevents import JOB_EVENTS, JobEventName, ProgressEvent
-from backend.models import CatalogueFile, ErrorBody, HealthBody, JobStatus
+from backend.models import CatalogueFile, ErrorBody, HealthBody, JobPage, JobStatus
 
 JOB_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
 DOWNLOAD_URL = (
@@ -48,7 +48,15 @@ PROCESSING = QUEUED | {
     "attempt": 1,
     "started_at": 1795917627.3,
 }
-RETRYING = PROCESSING | {"attempt": 2, "last_error": "S3 unavailable: connection refused"}
+RETRYING = PROCESSING | {
+    "attempt": 2,
+    "last_error": "object storage at s3.example refused to read '10001/a.pdf': Please reduce "
+    "your request rate.",
+    # The storage server's own answer, for operators; the card and events show `last_error`.
+    "error_detail": "object storage at s3.example refused to read '10001/a.pdf': S3 operation "
+    "failed; code: SlowDown, message: Please reduce your request rate., resource: "
+    "/catalogue/10001/a.pdf, request_id: 17A3F0C2D, host_id: dd9025bab4ad464b",
+}
 READY = PROCESSING | {
     "status": "ready",
     "progress": 100,
@@ -59,6 +67,26 @@ READY = PROCESSING | {
     "archive_expires_at": 1796004031.8,
     "download_url": DOWNLOAD_URL,
     "name": "Q3 board minutes",
+    # Asked for 3 files; one was deleted from the catalogue before it could be read.
+    "skipped_file_ids": [10004],
+    "skipped": [{"file_id": 10004, "name": "invoices-q3.zip", "reason": "not_found"}],
+    # A job started with a callback_url: its webhook, delivered on the second attempt.
+    "callback_url": "https://hooks.example.com/longhaul?token=…",
+    "webhook_deliveries": [
+        {
+            "webhook_id": f"msg_{JOB_ID}_completed",
+            "event": "completed",
+            "url": "https://hooks.example.com/longhaul?token=…",
+            "state": "delivered",
+            "attempts": 2,
+            "created_at": 1795917631.8,
+            "last_attempt_at": 1795917632.9,
+            "last_status_code": 204,
+            "last_error": None,
+            "next_attempt_at": None,
+            "delivered_at": 1795917632.9,
+        }
+    ],
 }
 FAILED = PROCESSING | {
     "status": "failed",
@@ -105,9 +133,12 @@ _ERROR_EXAMPLES: dict[int, tuple[str, Any]] = {
 }
 
 
-def error_response(status_code: int, description: str) -> ResponseSpec:
-    """An ErrorBody answer with an example of the sentence it carries."""
-    detail, extra = _ERROR_EXAMPLES[status_code]
+def error_response(
+    status_code: int, description: str, example: tuple[str, Any] | None = None
+) -> ResponseSpec:
+    """An ErrorBody answer with an example of the sentence it carries: `example` as
+    (detail, extra), or the usual one of the status code."""
+    detail, extra = example or _ERROR_EXAMPLES[status_code]
     body: dict[str, Any] = {"status_code": status_code, "detail": detail}
     if extra is not None:
         body["extra"] = extra
@@ -183,7 +214,8 @@ _SUCCESS_STREAM = (
             "download_url": DOWNLOAD_URL,
             "archive_size": 9437512,
             "total_files": 2,
-            "skipped_file_ids": [],
+            "skipped_file_ids": [10004],
+            "skipped": [{"file_id": 10004, "name": "invoices-q3.zip", "reason": "not_found"}],
         },
     )
 )
@@ -255,4 +287,47 @@ UNHEALTHY = ResponseSpec(
             {"status": "unhealthy", "checks": {"api": "ok", "redis": "ok", "storage": "error"}},
         )
     ),
+)
+
+
+RETRY_ID = "9a1c4e7f2b8d4c0e9f3a5b7c1d2e4f60"
+RETRY: dict[str, Any] = QUEUED | {
+    "job_id": RETRY_ID,
+    "status_url": f"/v1/download/status/{RETRY_ID}",
+    "events_url": f"/v1/download/subscribe/{RETRY_ID}",
+    "created_at": 1795917700.4,
+    "retry_of": JOB_ID,
+}
+RETRIED = ResponseSpec(
+    JobStatus,
+    description="The new job, queued, with `retry_of` naming the job it tries again; "
+    "`Location` is its status URL.",
+    generate_examples=False,
+    examples=_examples(("retry of a failed job", RETRY)),
+)
+_CURSOR = "WzE3OTU5MTc2MjcuMSwiM2YyYjhjMWU5ZDdhNGI2YzhlMGYxYTJiM2M0ZDVlNmYiXQ"
+JOB_PAGE = ResponseSpec(
+    JobPage,
+    description="The caller's jobs, newest first, each in the shape of the status route. "
+    "`next_cursor` (null on the last page) fetches the next page, as does the `Link: <…>; "
+    'rel="next"` header (RFC 8288).',
+    generate_examples=False,
+    examples=_examples(
+        ("first page", {"jobs": [RETRY, FAILED], "next_cursor": _CURSOR}),
+        ("ready jobs only, last page", {"jobs": [READY], "next_cursor": None}),
+        ("no jobs", {"jobs": [], "next_cursor": None}),
+    ),
+)
+_NOT_A_STATUS = (
+    "'done' is not a job status; one of queued, processing, ready, failed, cancelled, expired"
+)
+LIST_BAD_INPUT = (f"status: {_NOT_A_STATUS}", [{"key": "status", "message": _NOT_A_STATUS}])
+LIST_NEEDS_TOKEN = (
+    "Authorization: listing jobs needs a bearer token (or the page's cookie); callers without "
+    "one share a single owner, whose jobs are not listed",
+    None,
+)
+NOT_RETRYABLE = (
+    f"job {JOB_ID} is processing; only failed, cancelled or expired jobs can be tried again",
+    {"status": "processing"},
 )

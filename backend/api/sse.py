@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import ASGIApp, Receive, Scope, Send
 from redis.exceptions import RedisError
 
+from backend.metrics.api import live_stream
 from backend.ratelimit import STREAM_LEASE_SECONDS, StreamLease, open_stream
 from backend.services import Services
 
@@ -99,7 +100,8 @@ class _ReleasingLease:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self._response(scope, receive, send)
+            with live_stream(scope["path"]):
+                await self._response(scope, receive, send)
         finally:
             # Also when the call is cancelled (the server shutting down).
             with anyio.CancelScope(shield=True):

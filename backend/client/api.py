@@ -1,30 +1,33 @@
-"""A small synchronous client of the JSON API, speaking the same Structs as the server."""
+"""The HTTP transport of the client: one request with retries, typed answers, the SSE stream.
+
+Async, with httpx.AsyncClient; the synchronous `Client` runs the same code on an event loop
+of its own (library.py), so there is one implementation of every behaviour.
+"""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
-from httpx_sse import EventSource, connect_sse
+from httpx_sse import EventSource, aconnect_sse
 
 from backend.client.errors import ApiError, Unreachable
-from backend.models import CatalogueFile, JobStatus
 
 T = TypeVar("T")
 
-USER_AGENT = "longhaul-cli/0.1"
+USER_AGENT = "longhaul-client/0.2"
 # Answers worth waiting for: the rate limit and a dependency that is briefly away.
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_RETRY_WAIT = 10.0
 
 
-class Api:
-    """The API at `base_url`. Retries 429/5xx answers (honouring Retry-After) a few times.
+class Transport:
+    """The API at `base_url`. Retries 429/5xx answers (honouring Retry-After) and dropped
+    connections, `attempts` tries in all.
 
     Errors surface as ApiError (an answer with an error body) or Unreachable (no answer).
     """
@@ -43,85 +46,61 @@ class Api:
         self.base_url = base_url.rstrip("/")
         self.attempts = attempts
         self.stream_idle_timeout = stream_idle_timeout
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
 
-    def close(self) -> None:
-        self.http.close()
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
-    def __enter__(self) -> Api:
-        return self
+    async def call(self, method: str, path: str, kind: type[T], **kwargs: Any) -> T:
+        """The answer to one request, decoded as `kind`."""
+        return decode(await self.request(method, path, **kwargs), kind)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def files(self) -> list[CatalogueFile]:
-        return self._decode(self._request("GET", "/v1/files"), list[CatalogueFile])
-
-    def start(self, file_ids: list[int], idempotency_key: str | None = None) -> JobStatus:
-        """Start a job. Always sends an Idempotency-Key, so a retried POST never makes two."""
-        key = idempotency_key or uuid.uuid4().hex
-        response = self._request(
-            "POST",
-            "/v1/download/async",
-            json={"file_ids": file_ids},
-            headers={"Idempotency-Key": key},
-        )
-        return self._decode(response, JobStatus)
-
-    def status(self, job_id: str) -> JobStatus:
-        return self._decode(self._request("GET", f"/v1/download/status/{job_id}"), JobStatus)
-
-    def cancel(self, job_id: str) -> JobStatus:
-        return self._decode(self._request("DELETE", f"/v1/download/{job_id}"), JobStatus)
-
-    @contextmanager
-    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[EventSource]:
-        """The job's SSE stream, resuming after `last_event_id`; error answers raise ApiError."""
+    @asynccontextmanager
+    async def events(self, path: str, last_event_id: str | None) -> AsyncIterator[EventSource]:
+        """The SSE stream at `path`, resuming after `last_event_id`; errors raise ApiError."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         # Pings arrive every 15 s by default; silence much longer than that is a dead stream.
         timeout = httpx.Timeout(self.http.timeout.connect, read=self.stream_idle_timeout)
         try:
-            with connect_sse(
-                self.http,
-                "GET",
-                f"/v1/download/subscribe/{job_id}",
-                headers=headers,
-                timeout=timeout,
+            async with aconnect_sse(
+                self.http, "GET", path, headers=headers, timeout=timeout
             ) as source:
                 if source.response.status_code != 200:
-                    source.response.read()
-                    raise _api_error(source.response)
+                    await source.response.aread()
+                    raise api_error(source.response)
                 yield source
         except httpx.TimeoutException as exc:
             raise Unreachable(f"{self.base_url}: event stream went silent ({exc})") from exc
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in range(1, self.attempts + 1):
             try:
-                response = self.http.request(method, path, **kwargs)
+                response = await self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.attempts:
                     raise Unreachable(f"cannot reach {self.base_url}: {_describe(exc)}") from exc
-                time.sleep(min(0.5 * 2 ** (attempt - 1), MAX_RETRY_WAIT))
+                await asyncio.sleep(min(0.5 * 2 ** (attempt - 1), MAX_RETRY_WAIT))
                 continue
             if response.status_code in RETRYABLE_STATUS and attempt < self.attempts:
-                time.sleep(_retry_after(response, attempt))
+                await asyncio.sleep(_retry_after(response, attempt))
                 continue
             if response.status_code >= 400:
-                raise _api_error(response)
+                raise api_error(response)
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    @staticmethod
-    def _decode(response: httpx.Response, kind: type[T]) -> T:
-        try:
-            return msgspec.json.decode(response.content, type=kind)
-        except msgspec.DecodeError as exc:
-            raise ApiError(response.status_code, f"unexpected answer from the API: {exc}") from exc
+
+def decode(response: httpx.Response, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(response.content, type=kind)
+    except msgspec.DecodeError as exc:
+        raise ApiError(response.status_code, f"unexpected answer from the API: {exc}") from exc
 
 
-def _api_error(response: httpx.Response) -> ApiError:
+def api_error(response: httpx.Response) -> ApiError:
+    """The ApiError of an error answer: its status and the body's `detail` sentence."""
     detail = response.reason_phrase or "error"
+    body: Any = None
     try:
         body = response.json()
         if isinstance(body, dict) and isinstance(body.get("detail"), str):
@@ -130,7 +109,8 @@ def _api_error(response: httpx.Response) -> ApiError:
         text = response.text.strip()
         if text:
             detail = text[:200]
-    return ApiError(response.status_code, detail)
+    extra = body.get("extra") if isinstance(body, dict) else None
+    return ApiError(response.status_code, detail, extra)
 
 
 def _retry_after(response: httpx.Response, attempt: int) -> float:
@@ -143,3 +123,11 @@ def _retry_after(response: httpx.Response, attempt: int) -> float:
 
 def _describe(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
+
+
+def status_path(job_id: str) -> str:
+    return f"/v1/download/status/{job_id}"
+
+
+def events_path(job_id: str) -> str:
+    return f"/v1/download/subscribe/{job_id}"

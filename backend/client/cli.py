@@ -9,16 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backend.client import commands
-from backend.client.api import Api
 from backend.client.errors import ClientError, ExitCode
-from backend.client.follow import Follower
+from backend.client.library import Client
 
 DEFAULT_API = "http://127.0.0.1:8000"
 
 EPILOG = """\
 exit codes:
   0  done (download saved and verified; status or files printed; job cancelled)
-  1  the job ended failed, cancelled or expired; `cancel` of a job that already ended
+  1  the job ended failed, cancelled or expired; `cancel` of a job that already ended;
+     `retry` of a job that is queued, running or ready
   2  usage error, or the API refused the request (unknown job, bad file ids, bad token)
   3  the API or the storage server could not be reached, or kept failing (5xx)
   4  the archive failed verification (not a ZIP, a bad CRC, or a wrong number of entries)
@@ -39,6 +39,12 @@ def _job_id(value: str) -> str:
 def _file_id(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a file id (a positive integer)")
+    return int(value)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
     return int(value)
 
 
@@ -98,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("cancel", parents=common, help="cancel a queued or running job")
     ca.add_argument("job_id", type=_job_id)
     sub.add_parser("files", parents=common, help="list the catalogue")
+    rt = sub.add_parser(
+        "retry", parents=common, help="start a failed, cancelled or expired job again"
+    )
+    rt.add_argument("job_id", type=_job_id)
+    js = sub.add_parser("jobs", parents=common, help="list your jobs, newest first (needs a token)")
+    js.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        help="only jobs in this state (queued, processing, ready, failed, cancelled, expired); "
+        "repeat for several",
+    )
+    js.add_argument("--limit", type=_positive, help="at most this many jobs")
     return parser
 
 
@@ -108,13 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "download" and bool(args.file_ids) == bool(args.job):
         parser.error("download needs FILE_IDs or --job ID (one of the two)")
     try:
-        with Api(args.api, token=args.token) as api:
+        with Client(args.api, token=args.token) as client:
             if args.command == "files":
-                return commands.files(api, output)
+                return commands.files(client, output)
             if args.command == "status":
-                return commands.status(api, output, args.job_id)
+                return commands.status(client, output, args.job_id)
             if args.command == "cancel":
-                return commands.cancel(api, output, args.job_id)
+                return commands.cancel(client, output, args.job_id)
+            if args.command == "retry":
+                return commands.retry(client, output, args.job_id)
+            if args.command == "jobs":
+                return commands.jobs(client, output, args.status, args.limit)
             request = commands.DownloadArgs(
                 file_ids=args.file_ids,
                 job_id=args.job,
@@ -122,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 use_sse=not args.poll,
                 verify=not args.no_verify,
                 idempotency_key=args.idempotency_key,
+                poll_interval=args.poll_interval,
             )
-            follower = Follower(api, poll_interval=args.poll_interval)
-            return commands.download(api, output, request, follower)
+            return commands.download(client, output, request)
     except ClientError as exc:
         return commands.report(output, exc)
     except OSError as exc:

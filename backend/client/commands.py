@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
 import msgspec
 
-from backend.client.api import USER_AGENT, Api
-from backend.client.errors import ApiError, ClientError, ExitCode
-from backend.client.fetch import Fetched, fetch, part_path
-from backend.client.follow import Follower, JobProgress, OnUpdate
+from backend.client.errors import ApiError, ClientError, ExitCode, JobFailed
+from backend.client.fetch import Fetched
+from backend.client.follow import JobProgress, OnUpdate
+from backend.client.library import Client
 from backend.client.progress import ProgressBar, format_iec_size
 from backend.client.verify import verify_archive
 from backend.models import JobStatus
@@ -57,8 +56,8 @@ def _builtins(status: JobStatus) -> dict[str, Any]:
     return data
 
 
-def files(api: Api, output: Output) -> ExitCode:
-    catalogue = api.files()
+def files(client: Client, output: Output) -> ExitCode:
+    catalogue = client.files()
     lines = [
         f"{item.file_id:>8}  {format_iec_size(item.size):>10}  {item.name}" for item in catalogue
     ]
@@ -66,16 +65,16 @@ def files(api: Api, output: Output) -> ExitCode:
     return ExitCode.OK
 
 
-def status(api: Api, output: Output, job_id: str) -> ExitCode:
+def status(client: Client, output: Output, job_id: str) -> ExitCode:
     """Print a job's status. Exit 0 whatever the state: the question was answered."""
-    current = api.status(job_id)
+    current = client.status(job_id)
     output.result(_describe(current), _builtins(current))
     return ExitCode.OK
 
 
-def cancel(api: Api, output: Output, job_id: str) -> ExitCode:
+def cancel(client: Client, output: Output, job_id: str) -> ExitCode:
     try:
-        current = api.cancel(job_id)
+        current = client.cancel(job_id)
     except ApiError as exc:
         if exc.status_code == 409:
             return output.failure(exc.detail, ExitCode.JOB_FAILED, job_id=job_id)
@@ -93,13 +92,47 @@ def _describe(current: JobStatus) -> str:
     ]
     if current.attempt:
         lines.append(f"attempt   {current.attempt}/{current.max_attempts}")
-    if current.skipped_file_ids:
+    if current.skipped:
+        left_out = (f"{f.name or f'file {f.file_id}'} ({f.reason.value})" for f in current.skipped)
+        lines.append(f"skipped   {', '.join(left_out)}")
+    elif current.skipped_file_ids:  # a server from before `skipped`
         lines.append(f"skipped   {', '.join(map(str, current.skipped_file_ids))} (not found)")
     if current.error or current.last_error:
         lines.append(f"error     {current.error or current.last_error}")
     if current.download_url:
         lines.append(f"download  {current.download_url}")
     return "\n".join(lines)
+
+
+def retry(client: Client, output: Output, job_id: str) -> ExitCode:
+    """Start an ended job again; exit 1 (the API's sentence) if it has not ended unready."""
+    try:
+        current = client.retry(job_id)
+    except ApiError as exc:
+        if exc.status_code == 409:
+            return output.failure(exc.detail, ExitCode.JOB_FAILED, job_id=job_id)
+        raise
+    output.result(
+        f"job {current.job_id} started (retry of {job_id})", {"ok": True, **_builtins(current)}
+    )
+    return ExitCode.OK
+
+
+def jobs(client: Client, output: Output, states: list[str], limit: int | None) -> ExitCode:
+    """The caller's jobs, newest first (every page, or the newest `limit`)."""
+    found = []
+    for job in client.list_jobs(states, page_size=min(limit or 100, 100)):
+        found.append(job)
+        if limit is not None and len(found) >= limit:
+            break
+    lines = [
+        f"{job.job_id}  {job.status.value:<10} {job.progress:>3}%  "
+        f"{job.total_files:>4} files  {format_iec_size(job.bytes_total):>10}"
+        + (f"  retry of {job.retry_of}" if job.retry_of else "")
+        for job in found
+    ]
+    output.result("\n".join(lines), [_builtins(job) for job in found])
+    return ExitCode.OK
 
 
 @dataclass
@@ -110,19 +143,20 @@ class DownloadArgs:
     use_sse: bool = True
     verify: bool = True
     idempotency_key: str | None = None
+    poll_interval: float = 2.0
 
 
-def download(api: Api, output: Output, request: DownloadArgs, follower: Follower) -> ExitCode:
+def download(client: Client, output: Output, request: DownloadArgs) -> ExitCode:
     """Start (or join) a job, follow it to its end, fetch the archive and verify it."""
     if request.job_id is not None:
         job_id = request.job_id
-        api.status(job_id)  # an unknown job fails here, before any waiting
+        client.status(job_id)  # an unknown job fails here, before any waiting
     else:
-        job_id = api.start(request.file_ids, request.idempotency_key).job_id
+        job_id = client.start(request.file_ids, request.idempotency_key).job_id
     try:
         if request.job_id is None:
             output.note(f"job {job_id} started")
-        return _follow_and_fetch(api, output, request, follower, job_id)
+        return _follow_and_fetch(client, output, request, job_id)
     except KeyboardInterrupt:
         return output.failure(
             f"interrupted; job {job_id} goes on: `longhaul download --job {job_id}` resumes",
@@ -132,13 +166,17 @@ def download(api: Api, output: Output, request: DownloadArgs, follower: Follower
 
 
 def _follow_and_fetch(
-    api: Api, output: Output, request: DownloadArgs, follower: Follower, job_id: str
+    client: Client, output: Output, request: DownloadArgs, job_id: str
 ) -> ExitCode:
     bar = output.bar("building")
-    follower.on_update = _job_display(bar)
-    follower.on_note = bar.message
     try:
-        followed = follower.follow(job_id, use_sse=request.use_sse)
+        followed = client.follow(
+            job_id,
+            _job_display(bar),
+            use_sse=request.use_sse,
+            poll_interval=request.poll_interval,
+            on_note=bar.message,
+        )
     finally:
         bar.close()
     final = followed.status
@@ -149,9 +187,9 @@ def _follow_and_fetch(
         "skipped_file_ids": final.skipped_file_ids,
     }
     if final.status.value != "ready" or not final.download_url:
-        return output.failure(_ending(final), ExitCode.JOB_FAILED, **summary)
+        return output.failure(str(JobFailed(final)), ExitCode.JOB_FAILED, **summary)
     dest = request.dest or Path(f"longhaul-{job_id[:8]}.zip")
-    fetched = _fetch(api, output, job_id, final.download_url, dest)
+    fetched = _fetch(client, output, job_id, final.download_url, dest)
     summary |= {"output": str(dest), "size": fetched.size, "resumes": fetched.resumes}
     if request.verify:
         verified = verify_archive(dest, expected_entries=final.total_files)
@@ -163,14 +201,6 @@ def _follow_and_fetch(
         f"saved {dest} ({format_iec_size(fetched.size)}{checked})", {"ok": True, **summary}
     )
     return ExitCode.OK
-
-
-def _ending(final: JobStatus) -> str:
-    if final.status.value == "failed":
-        return f"job {final.job_id} failed: {final.error or final.last_error}"
-    if final.status.value == "ready":
-        return f"job {final.job_id} is ready but has no download link"
-    return f"job {final.job_id} was {final.status.value}"
 
 
 def _job_display(bar: ProgressBar) -> OnUpdate:
@@ -198,27 +228,12 @@ def _job_display(bar: ProgressBar) -> OnUpdate:
     return show
 
 
-def _fetch(api: Api, output: Output, job_id: str, first_url: str, dest: Path) -> Fetched:
+def _fetch(client: Client, output: Output, job_id: str, first_url: str, dest: Path) -> Fetched:
     bar = output.bar("download")
-
-    def url_for(attempt: int) -> str:
-        if attempt == 0:
-            return first_url
-        bar.message(f"resuming the download at {part_path(dest).stat().st_size} bytes")
-        try:
-            return api.status(job_id).download_url or first_url
-        except ClientError:
-            return first_url  # the API is away; the link we have may still be valid
-
-    timeout = httpx.Timeout(30.0, read=60.0)
-    # A separate client: the API's bearer token must never travel to the storage server.
-    with httpx.Client(
-        timeout=timeout, follow_redirects=True, headers={"User-Agent": USER_AGENT}
-    ) as storage:
-        try:
-            return fetch(storage, url_for, dest, on_bytes=bar.update)
-        finally:
-            bar.close()
+    try:
+        return client.fetch(job_id, dest, first_url, on_bytes=bar.update, on_note=bar.message)
+    finally:
+        bar.close()
 
 
 def report(output: Output, exc: ClientError) -> ExitCode:

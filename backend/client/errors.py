@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backend.models import JobStatus
 
 
 class ExitCode(enum.IntEnum):
@@ -27,12 +31,15 @@ class ClientError(Exception):
 
 
 class ApiError(ClientError):
-    """The API answered with an error body (`detail` is its sentence naming the problem)."""
+    """The API answered with an error: `status_code`, `detail` (the body's sentence naming
+    the problem, e.g. "file_ids: duplicate ids [3]") and `extra` (the body's details, or None).
+    """
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, extra: Any = None) -> None:
         super().__init__(f"{detail} (HTTP {status_code})")
         self.status_code = status_code
         self.detail = detail
+        self.extra = extra
 
     @property
     def exit_code(self) -> ExitCode:  # type: ignore[override]
@@ -53,3 +60,21 @@ class FetchFailed(ClientError):
 
 class VerificationFailed(ClientError):
     exit_code = ExitCode.VERIFICATION_FAILED
+
+
+class JobFailed(ClientError):
+    """The job ended without an archive: `status` is its final JobStatus (failed, cancelled
+    or expired, with `error`)."""
+
+    exit_code = ExitCode.JOB_FAILED
+
+    def __init__(self, status: JobStatus) -> None:
+        state = status.status.value
+        if state == "failed":
+            message = f"job {status.job_id} failed: {status.error or status.last_error}"
+        elif state == "ready":
+            message = f"job {status.job_id} is ready but has no download link"
+        else:
+            message = f"job {status.job_id} was {state}"
+        super().__init__(message)
+        self.status = status

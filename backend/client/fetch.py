@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +18,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # (bytes on disk, total size when known)
 OnBytes = Callable[[int, int | None], None]
 # A download URL for the next attempt; presigned URLs expire, so it may mint a fresh one.
-UrlSource = Callable[[int], str]
+UrlSource = Callable[[int], Awaitable[str]]
 
 
 @dataclass
@@ -45,8 +45,8 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def fetch(
-    http: httpx.Client,
+async def fetch(
+    http: httpx.AsyncClient,
     url_for: UrlSource,
     dest: Path,
     on_bytes: OnBytes = lambda done, total: None,
@@ -65,7 +65,7 @@ def fetch(
         while not transfer.done:
             before = out.tell()
             try:
-                _get(http, url_for(attempt), transfer, on_bytes)
+                await _get(http, await url_for(attempt), transfer, on_bytes)
             except (httpx.TransportError, FetchFailed) as exc:
                 if isinstance(exc, _Restart):
                     out.seek(0)
@@ -76,26 +76,26 @@ def fetch(
                     message = f"download failed after {attempt + 1} attempts: {exc}"
                     raise FetchFailed(message) from exc
                 resumes += 1
-                time.sleep(min(0.25 * 2**stalled, 5.0))
+                await asyncio.sleep(min(0.25 * 2**stalled, 5.0))
             attempt += 1
         size = out.tell()
     part.replace(dest)
     return Fetched(dest, size, resumes)
 
 
-def _get(http: httpx.Client, url: str, transfer: _Transfer, on_bytes: OnBytes) -> None:
+async def _get(http: httpx.AsyncClient, url: str, transfer: _Transfer, on_bytes: OnBytes) -> None:
     out = transfer.out
     offset = out.tell()
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    with http.stream("GET", url, headers=headers) as response:
-        start = _check(response, offset, transfer)
+    async with http.stream("GET", url, headers=headers) as response:
+        start = await _check(response, offset, transfer)
         if start != offset:
             # The server sent the whole object, not the range: start the file over.
             out.seek(start)
             out.truncate()
         # Raw bytes, as they arrive: Range offsets count bytes on the wire, and a chunk
         # buffered but not yet handed over would be lost when the connection drops.
-        for chunk in response.iter_raw():
+        async for chunk in response.aiter_raw():
             out.write(chunk)
             on_bytes(out.tell(), transfer.total)
         out.flush()
@@ -105,7 +105,7 @@ def _get(http: httpx.Client, url: str, transfer: _Transfer, on_bytes: OnBytes) -
         raise FetchFailed(f"connection closed at byte {out.tell()} of {transfer.total}")
 
 
-def _check(response: httpx.Response, offset: int, transfer: _Transfer) -> int:
+async def _check(response: httpx.Response, offset: int, transfer: _Transfer) -> int:
     """Where the response's body starts in the file; records the object's ETag and size."""
     etag = response.headers.get("etag")
     if response.status_code == 206:
@@ -122,7 +122,7 @@ def _check(response: httpx.Response, offset: int, transfer: _Transfer) -> int:
         transfer.total = int(length) if length.isdigit() else None
         transfer.etag = etag
         return 0
-    response.read()
+    await response.aread()
     # 403 is usually an expired link: the next attempt asks for a freshly presigned one.
     raise FetchFailed(f"archive download answered HTTP {response.status_code}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import httpx
 import msgspec
 from httpx_sse import SSEError
 
-from backend.client.api import Api
+from backend.client.api import Transport, events_path, status_path
 from backend.client.errors import ApiError, Unreachable
 from backend.jobevents import (
     CompletedEvent,
@@ -127,7 +128,7 @@ class Follower:
     """Follows one job. `max_stream_failures` streams in a row that bring no event mean
     SSE cannot get through (a proxy buffering or blocking it): poll from then on."""
 
-    api: Api
+    transport: Transport
     on_update: OnUpdate = lambda view: None
     on_note: OnNote = lambda text: None
     poll_interval: float = 2.0
@@ -136,27 +137,29 @@ class Follower:
     # Polling gives up after this long without any answer from the API.
     unreachable_after: float = 60.0
 
-    def follow(self, job_id: str, use_sse: bool = True) -> Followed:
+    async def follow(self, job_id: str, use_sse: bool = True) -> Followed:
         view = JobProgress(job_id)
         tally = _Tally()
         if use_sse:
-            status = self._stream(job_id, view, tally)
+            status = await self._stream(job_id, view, tally)
             if status is not None:
                 return Followed(status, "sse", tally.reconnects, tally.events, tally.last_event_id)
             self.on_note(
                 f"the event stream is not getting through; polling every {self.poll_interval:g} s"
             )
-        status = self._poll(job_id, view)
+        status = await self._poll(job_id, view)
         return Followed(status, "poll", tally.reconnects, tally.events, tally.last_event_id)
 
-    def _stream(self, job_id: str, view: JobProgress, tally: _Tally) -> JobStatus | None:
+    async def _stream(self, job_id: str, view: JobProgress, tally: _Tally) -> JobStatus | None:
         """The final status, following the stream; None once SSE is given up."""
         failures = 0
         delay = self.reconnect_delay
         while failures < self.max_stream_failures:
             try:
-                with self.api.events(job_id, tally.last_event_id) as source:
-                    for sse in source.iter_sse():
+                async with self.transport.events(
+                    events_path(job_id), tally.last_event_id
+                ) as source:
+                    async for sse in source.aiter_sse():
                         if sse.retry is not None:
                             delay = min(sse.retry / 1000, 30.0)
                         if not sse.data:  # the opening frame or a ping
@@ -173,7 +176,7 @@ class Follower:
                         view.apply_event(data, sse.id)
                         self.on_update(view)
                         if is_terminal_event(sse.event):
-                            return self.api.status(job_id)
+                            return await self._status(job_id)
             except ApiError as exc:
                 if exc.status_code in {400, 401, 403, 404}:
                     raise
@@ -185,14 +188,14 @@ class Follower:
             failures += 1
             if failures < self.max_stream_failures:
                 tally.reconnects += 1
-                time.sleep(delay)
+                await asyncio.sleep(delay)
         return None
 
-    def _poll(self, job_id: str, view: JobProgress) -> JobStatus:
+    async def _poll(self, job_id: str, view: JobProgress) -> JobStatus:
         silent_since: float | None = None
         while True:
             try:
-                status = self.api.status(job_id)
+                status = await self._status(job_id)
             except (Unreachable, ApiError) as exc:
                 if isinstance(exc, ApiError) and exc.status_code < 500:
                     raise
@@ -200,11 +203,14 @@ class Follower:
                 silent_since = silent_since or now
                 if now - silent_since > self.unreachable_after:
                     raise
-                time.sleep(self.poll_interval)
+                await asyncio.sleep(self.poll_interval)
                 continue
             silent_since = None
             view.apply_status(status)
             self.on_update(view)
             if status.status.is_terminal:
                 return status
-            time.sleep(self.poll_interval)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _status(self, job_id: str) -> JobStatus:
+        return await self.transport.call("GET", status_path(job_id), JobStatus)

@@ -32,10 +32,11 @@ def verify_archive(path: Path, expected_entries: int | None = None) -> Verified:
         raise VerificationFailed(
             f"{path} holds {entries} entries, the job reported {expected_entries} files"
         )
-    return Verified(entries=entries, size=path.stat().st_size, sha256=_sha256(path))
+    return Verified(entries=entries, size=path.stat().st_size, sha256=sha256_of(path))
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of the file at `path`, read a MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1024 * 1024):

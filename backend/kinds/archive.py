@@ -1,82 +1,216 @@
 """The ZIP archive kind: the requested catalogue files, streamed into one archive in the
-results store, named `archives/<job_id>.zip`.
+results store at `archives/sha256/<content address>.zip`, shared by every job asking for the
+same content (backend/reuse.py). Archives of older releases are at `archives/<job_id>.zip`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from backend import tracing
-from backend.archive import ArchiveProgress, build_archive, entry_names
+from backend.archive import ArchiveProgress, SourceMissing, build_archive, entry_names
+from backend.failures import describe_skipped
+from backend.metrics.worker import archived
+from backend.models import JobRecord, SkippedFile, SkipReason
 from backend.queue import BUILD_ARCHIVE
+from backend.reuse import (
+    BUILT,
+    REUSED,
+    SOURCE_BYTES_READ,
+    WAIT_INTERVAL,
+    ArchiveRegistry,
+    SharedArchive,
+    content_address,
+    registry_for,
+    shared_archive_key,
+)
 from backend.runner import Attempt, JobCancelled, JobFailed
+from backend.storage import SourceObject, Storage
+
+logger = logging.getLogger(__name__)
 
 ARCHIVE_PREFIX = "archives/"
 
 
 def archive_key_for(job_id: str) -> str:
-    """Where the job's archive lives in the results store."""
-    # One deterministic key per job: a re-run after a crash overwrites, it never adds a copy.
+    """Where a job's own archive lived before archives were shared (still swept)."""
     return f"{ARCHIVE_PREFIX}{job_id}.zip"
 
 
 def job_of_archive_key(key: str) -> str | None:
-    """The job id an archive key belongs to, or None for any other key."""
+    """The job id of a job's own archive key, or None for any other key (a shared one too)."""
     name = key.removeprefix(ARCHIVE_PREFIX)
-    if name == key or not name.endswith(".zip"):
+    if name == key or not name.endswith(".zip") or "/" in name:
         return None
     return name.removesuffix(".zip") or None
 
 
 class ArchiveKind:
-    """One attempt at a job's archive: resolve the files, stream the ZIP, record the result."""
+    """One attempt at a job's archive: resolve the files, then reuse the archive of the same
+    content or build it (one builder per content at a time), and record the result."""
 
     name = BUILD_ARCHIVE
 
     async def run(self, attempt: Attempt) -> None:
         services, record, settings = attempt.services, attempt.record, attempt.settings
         with tracing.tracer().start_as_current_span("s3.resolve_sources"):
-            sources, missing = await services.storage.resolve(record.file_ids)
+            found, missing = await services.storage.resolve(record.file_ids)
         # A catalogue key that cannot be a file name ("<id>/..", only dots and spaces) is
         # skipped and reported like a missing file, never an internal error.
-        names = entry_names(sources)
-        unusable = [s.file_id for s, name in zip(sources, names, strict=True) if name is None]
-        sources = [s for s, name in zip(sources, names, strict=True) if name is not None]
-        record.skipped_file_ids = missing + unusable
-        if not sources:
-            raise JobFailed(
-                "none of the requested files exist or has a usable name "
-                f"(file_ids {record.file_ids})"
-            )
-        record.total_files = len(sources)
-        record.bytes_total = sum(source.size for source in sources)
-        record.processed_files = 0
-        record.bytes_processed = 0
-        record.progress = 0
+        names = entry_names(found)
+        sources = [s for s, name in zip(found, names, strict=True) if name is not None]
+        skipped = [SkippedFile(file_id=i, reason=SkipReason.NOT_FOUND) for i in missing]
+        skipped += [
+            SkippedFile(file_id=s.file_id, name=s.name, reason=SkipReason.UNNAMABLE)
+            for s, name in zip(found, names, strict=True)
+            if name is None
+        ]
+        order = {file_id: n for n, file_id in enumerate(record.file_ids)}
+        _set_skipped(record, sorted(skipped, key=lambda f: order.get(f.file_id, 0)))
+        _check_skips(record, sources)
+        attempt.set_totals(len(sources), sum(source.size for source in sources))
         await attempt.save_progress()
 
-        async def on_progress(state: ArchiveProgress) -> None:
-            await attempt.report(state.files_done, state.bytes_done)
+        address = content_address(sources, [n for n in names if n is not None], record.on_missing)
+        registry = registry_for(services.redis, settings)
+        while True:
+            shared = await _reusable(services.storage, registry, address)
+            if shared is not None:
+                await registry.count(REUSED)
+                break
+            async with registry.lead(address, record.job_id) as leading:
+                if leading:
+                    shared = await _build(attempt, registry, address, sources)
+                    break
+            await _wait_for_builder(attempt, registry, address)
+        await _complete(attempt, shared)
 
-        key = archive_key_for(record.job_id)
-        # A worker killed mid-upload cannot abort its parts; the next attempt does.
+
+async def _wait_for_builder(attempt: Attempt, registry: ArchiveRegistry, address: str) -> None:
+    """Until another job's build of `address` ends (published, failed, or its builder died and
+    its lease lapsed), showing that build's progress as this job's own."""
+    store = attempt.services.store
+    while (builder := await registry.builder_of(address)) is not None:
+        if await registry.use(address) is not None:
+            return
+        building = await store.get(builder) if builder else None
+        if building is not None and building.bytes_total == attempt.record.bytes_total:
+            await attempt.report(building.processed_files, building.bytes_processed)
+        await asyncio.sleep(WAIT_INTERVAL)
+
+
+async def _reusable(
+    storage: Storage, registry: ArchiveRegistry, address: str
+) -> SharedArchive | None:
+    """The archive of `address` when its record and its object are both there (a HEAD)."""
+    shared = await registry.use(address)
+    if shared is None:
+        return None
+    if await storage.size_of(shared.key) != shared.size:
+        # Deleted under its record (by hand, or a bucket lifecycle rule): build it again.
+        logger.warning("shared archive %s is missing from the results store", shared.key)
+        return None
+    return shared
+
+
+async def _build(
+    attempt: Attempt, registry: ArchiveRegistry, address: str, sources: list[SourceObject]
+) -> SharedArchive:
+    """Build the archive of `address` (holding its builder lease) and publish it."""
+    services, record, settings = attempt.services, attempt.record, attempt.settings
+    key = shared_archive_key(address)
+    read = 0
+
+    async def on_progress(state: ArchiveProgress) -> None:
+        nonlocal read
+        read = state.bytes_done
+        await attempt.report(state.files_done, state.bytes_done)
+
+    # A worker killed mid-upload cannot abort its parts; the job's next attempt does. A first
+    # attempt skips the LIST (one S3 request per job saved); parts left by another job's
+    # builder that died are the minute sweeper's (expiry.sweep_abandoned_uploads).
+    if attempt.number > 1:
         await services.storage.abort_pending_uploads(key)
-        size = await build_archive(
-            services.storage,
-            sources,
-            key,
-            on_progress=on_progress,
-            part_size=settings.archive_part_size,
-            throttle_bytes_per_second=settings.throttle_bytes_per_second,
+    found_gone: list[SkippedFile] = []
+    total_read = 0
+    try:
+        while True:
+            try:
+                size = await build_archive(
+                    services.storage,
+                    sources,
+                    key,
+                    on_progress=on_progress,
+                    part_size=settings.archive_part_size,
+                    throttle_bytes_per_second=settings.throttle_bytes_per_second,
+                )
+                break
+            except SourceMissing as exc:
+                # Deleted after the listing: the ZIP so far holds part of it, so the archive
+                # starts over without it, in this attempt; progress shown stays where it was.
+                gone = exc.source
+                logger.warning("job %s: %s vanished mid-job: %s", record.job_id, gone.key, exc)
+                sources = [s for s in sources if s.key != gone.key]
+                found_gone.append(
+                    SkippedFile(file_id=gone.file_id, name=gone.name, reason=SkipReason.NOT_FOUND)
+                )
+                _set_skipped(record, [*record.skipped, found_gone[-1]])
+                _check_skips(record, sources, detail=str(exc))
+                attempt.set_totals(len(sources), sum(source.size for source in sources))
+                await attempt.save_progress()
+            finally:
+                total_read, read = total_read + read, 0
+    finally:
+        await registry.count(SOURCE_BYTES_READ, total_read)
+    archived(size)
+    shared = SharedArchive(
+        address=address,
+        key=key,
+        size=size,
+        members=len(sources),
+        bytes_total=sum(source.size for source in sources),
+        skipped=found_gone,
+        built_at=time.time(),
+    )
+    await registry.publish(shared, settings.archive_ttl_seconds)
+    await registry.count(BUILT)
+    return shared
+
+
+async def _complete(attempt: Attempt, shared: SharedArchive) -> None:
+    """The job is ready with `shared`: its content's counts, its own expiry and link."""
+    record, settings = attempt.record, attempt.settings
+    known = {file.file_id for file in record.skipped}
+    _set_skipped(record, [*record.skipped, *(f for f in shared.skipped if f.file_id not in known)])
+    attempt.set_totals(shared.members, shared.bytes_total)
+    record.archive_key = shared.key
+    record.archive_size = shared.size
+    record.finished_at = time.time()
+    # The job's own link lasts from its own use; the shared archive outlives every job's.
+    record.archive_expires_at = record.finished_at + settings.archive_ttl_seconds
+    if not await attempt.complete():
+        # Cancelled at the last moment. The archive stays: other jobs may share it, and
+        # the sweeper deletes it once unused for ARCHIVE_TTL_SECONDS.
+        raise JobCancelled
+
+
+def _set_skipped(record: JobRecord, skipped: list[SkippedFile]) -> None:
+    record.skipped = skipped
+    # The older field, kept for clients that read it.
+    record.skipped_file_ids = [file.file_id for file in skipped]
+
+
+def _check_skips(record: JobRecord, sources: list[SourceObject], detail: str | None = None) -> None:
+    """JobFailed when the job may not go on without its skipped files, or has none left."""
+    if record.skipped and record.on_missing == "fail":
+        raise JobFailed(f"{describe_skipped(record.skipped)}; the request asked to fail", detail)
+    if not sources:
+        raise JobFailed(
+            f"none of the requested files exist or has a usable name (file_ids {record.file_ids})",
+            detail,
         )
-        record.archive_key = key
-        record.archive_size = size
-        record.finished_at = time.time()
-        record.archive_expires_at = record.finished_at + settings.archive_ttl_seconds
-        if not await attempt.complete():
-            # Cancelled at the last moment: the archive must not outlive the job.
-            await services.storage.delete(key)
-            raise JobCancelled
 
 
 ARCHIVE = ArchiveKind()

@@ -19,6 +19,7 @@ from backend.models import JobState
 from backend.pages.browser import BrowserOwner, browser_owner, live_mode
 from backend.pages.panel import LIVE_TEMPLATE, PANEL_TEMPLATE, panel_context
 from backend.pages.views import CatalogueRow, catalogue_rows, job_view
+from backend.retries import retry_job
 from backend.services import Services
 from backend.storage import StorageError
 
@@ -26,8 +27,6 @@ NO_STORE = {"Cache-Control": "no-store"}
 # htmx stops polling an element when its request answers 286.
 STOP_POLLING = 286
 _MAX_FILE_ID = 2**53
-# An expired job's archive was deleted; trying again builds it anew.
-RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
 
 
 def parse_file_ids(values: list[str]) -> list[int]:
@@ -110,7 +109,12 @@ async def job_live(request: Request[Any, Any, Any], services: Services, job_id: 
     record = await find_job(services, job_id, browser.owner)
     status_code = STOP_POLLING if record.status.is_terminal else 200
     job = job_view(record, link_ttl=services.settings.presign_ttl_seconds)
-    return Template(LIVE_TEMPLATE, context={"job": job}, status_code=status_code, headers=NO_STORE)
+    return Template(
+        LIVE_TEMPLATE,
+        context={"job": job, "oob": True},
+        status_code=status_code,
+        headers=NO_STORE,
+    )
 
 
 @post("/jobs/{job_id:str}/cancel", include_in_schema=False, status_code=200)
@@ -127,16 +131,10 @@ async def cancel(request: Request[Any, Any, Any], services: Services, job_id: st
 async def retry(
     request: Request[Any, Any, Any], services: Services, client: str, job_id: str
 ) -> Template:
-    """Start a new job with the same files as a failed or cancelled one."""
+    """Start a new job with the same files as a failed, cancelled or expired one (409 else)."""
     browser = browser_owner(request, services.settings)
     record = await find_job(services, job_id, browser.owner)
-    if record.status not in RETRYABLE:
-        raise HTTPException(
-            status_code=409,
-            detail=f"job {job_id} is {record.status.value}; only failed, cancelled or expired jobs "
-            "can be tried again",
-        )
-    await start_download_job(services, record.file_ids, browser.owner, client=client)
+    await retry_job(services, record, browser.owner, client=client)
     return await _panel(request, services, browser)
 
 

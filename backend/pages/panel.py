@@ -100,4 +100,5 @@ def render_live(request: Request[Any, Any, Any], record: JobRecord) -> str:
     if engine is None:
         raise RuntimeError("the app has no template engine configured")
     link_ttl = request.app.state.services.settings.presign_ttl_seconds
-    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record, link_ttl=link_ttl)))
+    job = job_view(record, link_ttl=link_ttl)
+    return str(engine.get_template(LIVE_TEMPLATE).render(job=job, oob=True))

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from backend.failures import describe_skipped, plain_words
 from backend.models import JobRecord, JobState
 from backend.storage import SourceObject
 
@@ -74,8 +75,14 @@ class JobTitle:
 
 
 def job_title(record: JobRecord, names: Mapping[int, CatalogueRow]) -> JobTitle:
-    """A heading naming up to three files (ids when the catalogue is not at hand)."""
-    labels = [names[f].name if f in names else f"file {f}" for f in record.file_ids]
+    """A heading naming up to three files (ids when the catalogue is not at hand).
+
+    Once the worker knows which files the archive holds, the heading names and counts those
+    (issue 13: the title agrees with the ZIP's content), not the files skipped.
+    """
+    left_out = {file.file_id for file in record.skipped}
+    included = [f for f in record.file_ids if f not in left_out]
+    labels = [names[f].name if f in names else f"file {f}" for f in included]
     shown = labels[:_TITLE_NAMES]
     if len(labels) > _TITLE_NAMES:
         text = f"{', '.join(shown)} and {len(labels) - _TITLE_NAMES} more"
@@ -83,11 +90,24 @@ def job_title(record: JobRecord, names: Mapping[int, CatalogueRow]) -> JobTitle:
         text = f"{', '.join(shown[:-1])} and {shown[-1]}"
     else:
         text = shown[0] if shown else "No files"
-    count = len(record.file_ids)
+    return JobTitle(text=text, detail=title_detail(record, names))
+
+
+def title_detail(record: JobRecord, names: Mapping[int, CatalogueRow]) -> str:
+    """`2 files · 11.0 MB`: of the archive once built, else of the files asked for."""
+    size: int | None
+    if record.status in (JobState.READY, JobState.EXPIRED) and record.total_files:
+        count, size = record.total_files, record.bytes_total
+    else:
+        left_out = {file.file_id for file in record.skipped}
+        included = [f for f in record.file_ids if f not in left_out]
+        count = len(included)
+        known = all(f in names for f in included)
+        size = sum(names[f].size for f in included) if known else None
     parts = [f"{count} file{'s' if count != 1 else ''}"]
-    if all(f in names for f in record.file_ids):
-        parts.append(format_size(sum(names[f].size for f in record.file_ids)))
-    return JobTitle(text=text, detail=" · ".join(parts))
+    if size is not None:
+        parts.append(format_size(size))
+    return " · ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +127,8 @@ class JobCardView:
     retry_reason: str
     stalled_text: str
     error_text: str
+    skipped_text: str
+    title_detail: str
     archive_text: str
     created_iso: str
     created_text: str
@@ -138,7 +160,8 @@ def job_view(
     elif retrying:
         label = "Retrying"
     speed_text = eta_text = ""
-    # After a retry the byte count restarts, so a speed from the first start would mislead.
+    # After a retry the bytes shown hold at the furthest point until the new attempt passes
+    # it, so a speed from the first start would mislead.
     if state is JobState.PROCESSING and record.attempt <= 1 and record.started_at and not stalled:
         elapsed = now - record.started_at
         if elapsed >= _MIN_SECONDS_FOR_SPEED and record.bytes_processed > 0:
@@ -164,7 +187,7 @@ def job_view(
         speed_text=speed_text,
         eta_text=eta_text,
         attempt_text=_attempt_text(record, retrying=retrying, waiting=waiting),
-        retry_reason=(record.last_error or "") if retrying and not stalled else "",
+        retry_reason=plain_words(record.last_error or "") if retrying and not stalled else "",
         stalled_text=(
             "The worker building this archive stopped. Another worker will pick it up "
             "and carry on; nothing is lost."
@@ -172,6 +195,9 @@ def job_view(
             else ""
         ),
         error_text=_error_text(record),
+        skipped_text=describe_skipped(record.skipped),
+        # Sent with a live update once the job ends, so the heading's count follows the ZIP.
+        title_detail=title_detail(record, {}) if state.is_terminal else "",
         archive_text=format_size(record.archive_size) if record.archive_size else "",
         created_iso=created.isoformat().replace("+00:00", "Z"),
         created_text=moment_texts(created.timestamp(), now)[1],
@@ -227,7 +253,7 @@ def _error_text(record: JobRecord) -> str:
         return "The archive was deleted after its retention period. Try again to build it anew."
     if record.status is not JobState.FAILED:
         return ""
-    reason = record.error or record.last_error or "an unknown error"
+    reason = plain_words(record.error or record.last_error or "") or "an unknown error"
     attempts = record.attempt or 1
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     return f"The archive could not be built after {tries}. Reason: {reason}"

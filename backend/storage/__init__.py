@@ -117,6 +117,12 @@ class Storage:
         """A multipart upload into the results bucket (parts of at least 5 MiB but the last)."""
         return self.results.start_upload(key, content_type)
 
+    async def put_result(
+        self, key: str, data: bytes, content_type: str = "application/zip"
+    ) -> None:
+        """Store a whole archive in the results bucket with one PUT (no multipart upload)."""
+        await self.results.put(key, data, content_type)
+
     async def pending_uploads(self, key: str) -> list[str]:
         """Ids of multipart uploads to `key` that were started and never completed."""
         return await self.results.pending_uploads(key)

@@ -32,11 +32,13 @@ class NoSuchObject(StorageError):
 
 
 class ObjectInfo(msgspec.Struct, frozen=True):
-    """One object of a listing: its key, its size in bytes and when it last changed."""
+    """One object of a listing: its key, its size in bytes, when it last changed, and its
+    ETag (without quotes; "" when the store gives none), which changes whenever its bytes do."""
 
     key: str
     size: int
     modified: datetime | None = None
+    etag: str = ""
 
 
 def check_part_number(number: int) -> None:

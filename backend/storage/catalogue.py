@@ -23,6 +23,8 @@ class SourceObject(CatalogueFile, frozen=True):
 
     key: str = ""
     modified: datetime | None = None
+    # The object's ETag when listed: the same key, size and ETag are the same bytes.
+    etag: str = ""
 
 
 def catalogue_key(file_id: int, name: str) -> str:
@@ -55,7 +57,12 @@ class Catalogue:
             file_id, name = parsed
             found.append(
                 SourceObject(
-                    file_id=file_id, name=name, size=obj.size, key=obj.key, modified=obj.modified
+                    file_id=file_id,
+                    name=name,
+                    size=obj.size,
+                    key=obj.key,
+                    modified=obj.modified,
+                    etag=obj.etag,
                 )
             )
         found.sort(key=lambda item: (item.file_id, item.key))

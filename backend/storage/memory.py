@@ -8,6 +8,7 @@ least MIN_PART_SIZE bytes (checked at completion, as S3 does), and an abort drop
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -75,7 +76,9 @@ class MemoryStore:
     async def list_objects(self, bucket: str, prefix: str | None = None) -> list[ObjectInfo]:
         objects = self._bucket(bucket)
         return [
-            ObjectInfo(key, len(stored.data), stored.modified)
+            # An S3 single-part ETag is the MD5 of the bytes (S3 API reference, Common Response
+            # Headers); a fingerprint, not security.
+            ObjectInfo(key, len(stored.data), stored.modified, hashlib.md5(stored.data).hexdigest())
             for key, stored in sorted(objects.items())
             if key.startswith(prefix or "")
         ]

@@ -21,6 +21,10 @@ class Results:
         """A multipart upload to `key` (parts of at least 5 MiB but the last)."""
         return self.store.start_upload(self.bucket, key, content_type)
 
+    async def put(self, key: str, data: bytes, content_type: str = "application/zip") -> None:
+        """Store a whole archive at `key` with one PUT (S3 PutObject), replacing any there."""
+        await self.store.put(self.bucket, key, data, content_type)
+
     async def pending_uploads(self, key: str) -> list[str]:
         """Ids of multipart uploads to `key` that were started and never completed."""
         return await self.store.pending_uploads(self.bucket, key)

@@ -129,7 +129,8 @@ class S3Store:
             async for obj in self.client.list_objects(bucket, prefix=prefix, recursive=True):
                 if obj.is_dir or not obj.object_name:
                     continue
-                found.append(ObjectInfo(obj.object_name, obj.size or 0, obj.last_modified))
+                etag = (obj.etag or "").strip('"')
+                found.append(ObjectInfo(obj.object_name, obj.size or 0, obj.last_modified, etag))
         except _TRANSPORT_ERRORS as exc:
             raise self.failure(f"list the {bucket!r} bucket", exc) from exc
         return found

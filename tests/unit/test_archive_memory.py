@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from backend.archive import ArchiveProgress, build_archive
+from backend.archive import ArchiveProgress, SourceMissing, build_archive
 from backend.settings import load_settings
 from backend.storage import NoSuchObject, SourceObject, Storage, StorageError
 from backend.storage.base import MIN_PART_SIZE
@@ -87,6 +87,21 @@ async def test_a_large_archive_is_uploaded_in_parts_of_part_size_but_the_last(
     assert len(zip_digests(await stored(storage))) == len(CATALOGUE)
 
 
+async def test_an_archive_smaller_than_one_part_is_one_put_without_a_multipart_upload(
+    storage: Storage,
+) -> None:
+    sources, _ = await storage.resolve([1, 5])
+    size = await build_archive(storage, sources, KEY, on_progress=ignore, part_size=8 * MIB)
+    assert size < 8 * MIB
+    # No multipart upload completed for the key, and none is left pending.
+    assert (storage.results_bucket, KEY) not in memory_of(storage).part_sizes
+    assert await storage.pending_uploads(KEY) == []
+    assert zip_digests(await stored(storage)) == {
+        "alpha.txt": CATALOGUE_BY_ID[1].sha256,
+        "echo.log": CATALOGUE_BY_ID[5].sha256,
+    }
+
+
 async def test_a_source_that_vanished_aborts_the_upload_and_leaves_no_archive(
     storage: Storage,
 ) -> None:
@@ -98,10 +113,12 @@ async def test_a_source_that_vanished_aborts_the_upload_and_leaves_no_archive(
         if state.files_done == 1 and not pending_midway:
             pending_midway.append(await storage.pending_uploads(KEY))
 
-    with pytest.raises(NoSuchObject):
+    with pytest.raises(NoSuchObject) as raised:
         await build_archive(
             storage, [*sources, gone], KEY, on_progress=watch, part_size=MIN_PART_SIZE
         )
+    # Named, so the job can go on without it (or fail naming it).
+    assert isinstance(raised.value, SourceMissing) and raised.value.source == gone
     assert len(pending_midway[0]) == 1, "the failure should come after a part was written"
     assert await storage.pending_uploads(KEY) == []
     assert await storage.size_of(KEY) is None

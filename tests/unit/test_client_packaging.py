@@ -44,13 +44,17 @@ def test_the_base_install_is_the_client_and_the_server_is_an_extra() -> None:
     assert project["scripts"]["longhaul"] == "backend.client.cli:main"
 
 
-def test_the_client_imports_and_runs_without_any_server_module() -> None:
+def test_the_client_library_and_command_import_and_run_without_any_server_module() -> None:
     probe = """
-import contextlib, json, sys
+import asyncio, contextlib, json, sys
+from backend.client import ApiError, AsyncClient, Client, JobFailed
 from backend.client.cli import main
+with Client("http://127.0.0.1:9", token="t") as client:
+    pass
+asyncio.run(AsyncClient("http://127.0.0.1:9").aclose())
 with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
     main(["--help"])
-for command in ("download", "status", "cancel", "files"):
+for command in ("download", "status", "cancel", "files", "retry", "jobs"):
     with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
         main([command, "--help"])
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))

@@ -29,6 +29,8 @@ from backend.routes import (
         ("/static", RouteGroup.PAGES),
         ("/ops", RouteGroup.OPS),
         ("/ops/stats", RouteGroup.OPS),
+        ("/metrics", RouteGroup.METRICS),
+        ("/metrics/x", RouteGroup.PAGES),
         ("/", RouteGroup.PAGES),
         ("/events", RouteGroup.PAGES),
         ("/v1", RouteGroup.PAGES),
@@ -52,6 +54,8 @@ def test_path_patterns_match_the_same_paths_as_group_of(groups: frozenset[RouteG
         "/docsx",
         "/static/a",
         "/ops",
+        "/metrics",
+        "/metricsx",
         "/",
         "/jobs/1/live",
     ]:

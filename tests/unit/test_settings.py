@@ -49,6 +49,9 @@ def test_backoff_follows_the_attempt_and_holds_at_the_last_delay() -> None:
         ("ARCHIVE_PART_SIZE", "1024", "5 MiB"),
         ("RETRY_BACKOFF_SECONDS", "soon", "RETRY_BACKOFF_SECONDS"),
         ("MAX_FILES_PER_JOB", "0", "MAX_FILES_PER_JOB"),
+        ("API_PROCESSES", "0", "API_PROCESSES"),
+        ("METRICS_PORT", "70000", "METRICS_PORT"),
+        ("METRICS_PORT", "-1", "METRICS_PORT"),
     ],
 )
 def test_unusable_values_are_refused_by_name(name: str, value: str, says: str) -> None:

@@ -1,0 +1,264 @@
+"""The worker's webhook sender: claim due deliveries, POST them signed, record each outcome.
+
+Outcomes, as Standard Webhooks advises: a 2xx answer is delivered; `410 Gone` means the
+receiver wants no more and the delivery stops; any other answer, a timeout or a connection
+error is retried with exponential backoff (1 s, 2 s, 4 s, … at most MAX_BACKOFF_SECONDS) until
+WEBHOOK_RETRY_FOR_SECONDS after the event, then given up. Redirects are not followed (a 3xx
+could point anywhere, past the SSRF guard). Every attempt resolves the host again, checks
+every address and connects to a checked one (ssrf.py), so DNS rebinding gains nothing.
+The body is built at each attempt, so a `completed` link is always freshly presigned; the
+`webhook-id` stays the same, so receivers can drop repeats (delivery is at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import msgspec
+
+from backend.downloads import download_url
+from backend.jobevents import JobEventName
+from backend.metrics.worker import webhook_attempted
+from backend.models import JobState
+from backend.services import Services
+from backend.webhooks import signing
+from backend.webhooks.callbacks import allow_list
+from backend.webhooks.outbox import Outbox
+from backend.webhooks.records import DeliveryState, WebhookDelivery
+from backend.webhooks.ssrf import IPAddress, UnsafeCallback, connect_addresses, parse_callback_url
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 600.0
+# Deliveries sent at once by one worker, and how often an idle sender looks for due ones.
+BATCH = 16
+POLL_SECONDS = 0.5
+# A receiver's answer is read only for its status; this much of its body is kept for errors.
+_ERROR_BODY_CHARS = 200
+USER_AGENT = "Longhaul-Webhooks/1"
+
+_STATE_OF_EVENT = {
+    JobEventName.COMPLETED: JobState.READY,
+    JobEventName.FAILED: JobState.FAILED,
+    JobEventName.CANCELLED: JobState.CANCELLED,
+    JobEventName.EXPIRED: JobState.EXPIRED,
+}
+
+
+def backoff_for(attempts: int) -> float:
+    """Seconds to wait after failed attempt number `attempts` (1-based): 1, 2, 4, … ≤ 600."""
+    return min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """One attempt's result: the receiver's status code, or the error that prevented one."""
+
+    status_code: int | None = None
+    error: str | None = None
+    # True when no later attempt can succeed (410, or a URL the guard now refuses).
+    final: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+_METRIC_OUTCOMES = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.PENDING: "retrying",
+    DeliveryState.FAILED: "abandoned",
+}
+
+
+def apply(delivery: WebhookDelivery, outcome: Outcome, now: float, retry_for: float) -> None:
+    """Record `outcome` of the attempt made at `now` on `delivery`, and decide what is next."""
+    delivery.attempts += 1
+    delivery.last_attempt_at = now
+    delivery.last_status_code = outcome.status_code
+    delivery.last_error = outcome.error
+    delivery.next_attempt_at = None
+    if outcome.delivered:
+        delivery.state = DeliveryState.DELIVERED
+        delivery.delivered_at = now
+        return
+    due = now + backoff_for(delivery.attempts)
+    if outcome.final or due > delivery.created_at + retry_for:
+        delivery.state = DeliveryState.FAILED
+        if not outcome.final:
+            delivery.last_error = (
+                f"gave up after {delivery.attempts} attempts in {now - delivery.created_at:.0f} s "
+                f"(WEBHOOK_RETRY_FOR_SECONDS={retry_for:g}); last: {outcome.error}"
+            )
+        return
+    delivery.state = DeliveryState.PENDING
+    delivery.next_attempt_at = due
+
+
+async def payload(services: Services, delivery: WebhookDelivery) -> str:
+    """The body, per the Standard Webhooks payload structure: `{"type", "timestamp", "data"}`.
+
+    `data` is the event's data as the job's stream carries it, plus `job_id`, `status` and
+    `status_url`; a `completed` event's `download_url` is presigned now (None once the archive
+    has expired).
+    """
+    data: dict[str, Any] = msgspec.json.decode(delivery.data)
+    if delivery.event == JobEventName.COMPLETED:
+        record = await services.store.get(delivery.job_id)
+        ready = record is not None and record.status is JobState.READY and record.archive_key
+        data["download_url"] = await download_url(services, record) if ready and record else None
+    body = {
+        "type": f"job.{delivery.event}",
+        "timestamp": datetime.fromtimestamp(delivery.created_at, tz=UTC).isoformat(),
+        "data": {
+            "job_id": delivery.job_id,
+            "status": _STATE_OF_EVENT[JobEventName(delivery.event)].value,
+            "status_url": f"/v1/download/status/{delivery.job_id}",
+            **data,
+        },
+    }
+    return msgspec.json.encode(body).decode()
+
+
+def pinned(url: str, address: IPAddress) -> tuple[str, str]:
+    """`url` aimed at `address` (a checked one), and the Host header naming the real host."""
+    parts = parse_callback_url(url)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    port = f":{parts.port}" if parts.port else ""
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=host + port, fragment="")), netloc
+
+
+async def send(services: Services, client: httpx.AsyncClient, delivery: WebhookDelivery) -> Outcome:
+    """One attempt: check the URL's addresses again, sign the body, POST it to a checked one."""
+    settings = services.settings
+    try:
+        addresses = await connect_addresses(
+            delivery.url, allow_list(settings.webhook_allowed_hosts)
+        )
+    except UnsafeCallback as exc:
+        # Only a failed lookup may be passing; a refused address is refused for good.
+        return Outcome(error=f"callback_url {exc}", final="does not resolve" not in str(exc))
+    if not settings.webhook_secret:
+        return Outcome(error="WEBHOOK_SECRET is not set on this worker; nothing can be signed")
+    try:
+        body = await payload(services, delivery)
+    except Exception as exc:  # storage or Redis away while presigning: try again later
+        return Outcome(error=f"could not build the payload: {type(exc).__name__}: {exc}")
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        **signing.signed_headers(settings.webhook_secret, delivery.webhook_id, body),
+    }
+    hostname = urlsplit(delivery.url).hostname or ""
+    error = "no address"
+    # Like a browser's fallback between A and AAAA records: the next address if one refuses.
+    for address in addresses[:4]:
+        target, host_header = pinned(delivery.url, address)
+        try:
+            response = await client.post(
+                target,
+                content=body.encode(),
+                headers={**headers, "host": host_header},
+                # The certificate is checked against the real name, not the address.
+                extensions={"sni_hostname": hostname},
+            )
+        except httpx.ConnectError as exc:
+            error = f"could not connect to {address}: {exc or type(exc).__name__}"
+            continue
+        except httpx.TimeoutException as exc:
+            return Outcome(
+                error=f"no answer in {settings.webhook_timeout_seconds:g} s ({type(exc).__name__})"
+            )
+        except httpx.HTTPError as exc:
+            return Outcome(error=f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome(status_code=status)
+        if status == 410:
+            return Outcome(
+                status_code=status,
+                error="410 Gone: the receiver wants no more deliveries",
+                final=True,
+            )
+        return Outcome(
+            status_code=status, error=f"HTTP {status}: {response.text[:_ERROR_BODY_CHARS]}"
+        )
+    return Outcome(error=error)
+
+
+async def deliver(
+    services: Services, outbox: Outbox, client: httpx.AsyncClient, job_id: str, event: str
+) -> None:
+    """Make one attempt at the claimed delivery (job_id, event) and record what came of it."""
+    delivery = await outbox.get(job_id, event)
+    if delivery is None:
+        await outbox.drop(job_id, event)
+        return
+    if delivery.state is not DeliveryState.PENDING:
+        # Done already (a claim that outlived a slow attempt); make sure it leaves the outbox.
+        delivery.next_attempt_at = None
+        await outbox.record(delivery)
+        return
+    outcome = await send(services, client, delivery)
+    apply(delivery, outcome, time.time(), services.settings.webhook_retry_for_seconds)
+    await outbox.record(delivery)
+    webhook_attempted(_METRIC_OUTCOMES[delivery.state])
+    logger.info(
+        "webhook %s for job %s attempt %d: %s",
+        delivery.webhook_id,
+        job_id,
+        delivery.attempts,
+        delivery.state.value if outcome.delivered else (outcome.status_code or outcome.error),
+    )
+
+
+def client_for(services: Services) -> httpx.AsyncClient:
+    """The sender's HTTP client: no redirects, no proxies from the environment, a time limit."""
+    return httpx.AsyncClient(
+        timeout=services.settings.webhook_timeout_seconds,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+async def deliver_due(
+    services: Services, outbox: Outbox, client: httpx.AsyncClient, limit: int = BATCH
+) -> int:
+    """Claim the deliveries due now and make one attempt at each; returns how many."""
+    # Held past the longest an attempt can take (every address of the host timing out).
+    hold = services.settings.webhook_timeout_seconds * 4 + 10
+    claimed = await outbox.claim(time.time(), hold, limit)
+    await asyncio.gather(*(deliver(services, outbox, client, j, e) for j, e in claimed))
+    return len(claimed)
+
+
+async def run_sender(services: Services) -> None:
+    """Deliver webhooks until cancelled (a worker's background task), outliving Redis outages."""
+    outbox = Outbox(services.redis, services.settings.key_prefix)
+    async with client_for(services) as client:
+        while True:
+            try:
+                sent = await deliver_due(services, outbox, client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A delivery left claimed is due again when its claim lapses: nothing is lost.
+                logger.warning("webhook sender: %s", exc)
+                sent = 0
+            if sent < BATCH:
+                await asyncio.sleep(POLL_SECONDS)
+
+
+async def stop_sender(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
