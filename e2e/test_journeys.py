@@ -64,8 +64,9 @@ async def _hold(route: Route) -> None:
 async def test_blocked_event_stream_falls_back_to_polling_and_completes(
     page: Page, block: Callable[[Route], Awaitable[None]]
 ) -> None:
-    # Big enough (~9 s at the e2e throttle) to still be running after the 3 s wait for SSE.
-    files = [2, 3, 4]
+    # Big enough (~8 s at the e2e throttle) to still be running after the 3 s wait for SSE;
+    # other files per case, as the same files again would reuse the first case's archive.
+    files = [2, 3, 4] if block is _refuse else [2, 4, 6]
     polls: list[str] = []
 
     def count_polls(request: Request) -> None:

@@ -17,6 +17,8 @@ from backend.models import JobRecord, JobState
 from backend.owners import OWNER_COOKIE, owner_from_cookie
 from backend.services import Services
 from backend.settings import load_settings
+from backend.storage import Storage
+from backend.storage.catalogue import catalogue_key
 from e2e.a11y import (
     RECORD_ANNOUNCEMENTS,
     announcements,
@@ -34,9 +36,11 @@ from e2e.journey import (
     download_files,
     expected_digests,
     job_ids,
+    sse_log,
     state_of,
     wait_for_state,
 )
+from tests.stack import CATALOGUE_BY_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -378,3 +382,68 @@ async def test_shift_click_ranges_a_kept_selection_and_the_limit_before_sending(
     await expect(summary).to_contain_text("No files selected")
     await page.reload()
     await expect(box(page, 1)).not_to_be_checked()
+
+
+async def test_files_gone_before_and_during_packing_are_named_and_progress_never_goes_back(
+    page: Page, e2e_stack: E2EStack
+) -> None:
+    # Issue 13, item 1: foxtrot.iso (6 MB, ~12 s at the e2e throttle) is read first; charlie
+    # goes before the job starts, délta while foxtrot is being read; alpha stays.
+    files = [8, 3, 4, 1]
+    gone_before, gone_during = CATALOGUE_BY_ID[3], CATALOGUE_BY_ID[4]
+    await page.goto("/")
+    for file_id in files:
+        await box(page, file_id).check()
+    storage = Storage(load_settings(e2e_stack.env))
+    await storage.open()
+    try:
+        await delete_source(storage, gone_before.file_id, gone_before.name)
+        await page.get_by_test_id("download-selected").click()
+        await expect(page.get_by_test_id("job-card")).to_have_count(1)
+        job_id = (await job_ids(page))[0]
+        await page.wait_for_function(
+            "id => (window.__sse || []).some(e => e.job === id && e.value > 0)", arg=job_id
+        )
+        await delete_source(storage, gone_during.file_id, gone_during.name)
+        job_card = await wait_for_state(page, job_id, "ready")
+    finally:
+        for item in (gone_before, gone_during):
+            await storage.put_source(item.file_id, item.name, item.data)
+        await storage.close()
+
+    skipped = job_card.get_by_test_id("job-skipped")
+    await expect(skipped).to_contain_text("2 files could not be included")
+    # Gone before the job looked: the bucket no longer knows its name, so its id says which.
+    await expect(skipped).to_contain_text(f"file {gone_before.file_id} (no longer available)")
+    await expect(skipped).to_contain_text(f"{gone_during.name} (no longer available)")
+    # Progress only ever went forward, on every update the page received.
+    values = [e["value"] for e in await sse_log(page, job_id) if e["value"] is not None]
+    assert values == sorted(values), values
+    await expect(job_card.get_by_test_id("job-progress")).to_have_attribute("aria-valuenow", "100")
+
+    # The heading, its count, the archive's name and the ZIP all say the same two files.
+    kept = [8, 1]
+    await expect(job_card.get_by_test_id("job-title")).to_have_text("foxtrot.iso and alpha.txt")
+    await expect(job_card.locator(f"#job-detail-{job_id}")).to_have_text("2 files · 6.2 MB")
+    await expect(job_card.get_by_test_id("job-files")).to_have_text("2 of 2 files")
+    await expect(job_card.get_by_test_id("job-archive-name")).to_have_text("foxtrot-and-1-more.zip")
+    async with page.expect_download() as info:
+        await job_card.get_by_test_id("download-button").click()
+    download = await info.value
+    assert download.suggested_filename == "foxtrot-and-1-more.zip"
+    path = await download.path()
+    assert path is not None
+    assert archive_digests(path) == expected_digests(kept)
+    # Words, not a storage server's error dump.
+    text = await page.locator("body").inner_text()
+    for dump in ("RequestId", "request_id", "HostId", "host_id", "NoSuchKey", "<Error>"):
+        assert dump not in text, dump
+    await screenshot(page, "missing-files-named")
+    await page.reload()
+    await expect(card(page, job_id).get_by_test_id("job-title")).to_have_text(
+        "foxtrot.iso and alpha.txt"
+    )
+
+
+async def delete_source(storage: Storage, file_id: int, name: str) -> None:
+    await storage.store.delete(storage.source_bucket, catalogue_key(file_id, name))

@@ -13,7 +13,7 @@ from backend.pages.downloads import (
     retry,
     start_download,
 )
-from backend.pages.history import clear_finished, older_jobs
+from backend.pages.history import clear_finished, job_head, older_jobs
 from backend.pages.ops import ops_page, ops_stats
 from backend.pages.stream import job_stream
 
@@ -27,6 +27,7 @@ def page_routes() -> list[Any]:
         clear_finished,
         start_download,
         job_live,
+        job_head,
         cancel,
         retry,
         download,

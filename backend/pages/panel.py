@@ -65,6 +65,14 @@ async def panel_context(
     return {**context, "stream_url": stream_url(records) if mode == "sse" else None}
 
 
+def card_of(services: Services, record: JobRecord, names: Mapping[int, CatalogueRow]) -> Card:
+    """A job's card: heading from the catalogue names at hand, live part as of now."""
+    link_ttl = services.settings.presign_ttl_seconds
+    return Card(
+        job_title(record, names), job_view(record, link_ttl=link_ttl), card_filename(record, names)
+    )
+
+
 async def cards_context(
     services: Services,
     owner: str,
@@ -76,13 +84,7 @@ async def cards_context(
     """The cards of `records` (the owner's list from `offset`) and where "Show older" goes."""
     if records and names is None:
         names = await catalogue_by_id(services)
-    link_ttl = services.settings.presign_ttl_seconds
-    cards = [
-        Card(
-            job_title(r, names or {}), job_view(r, link_ttl=link_ttl), card_filename(r, names or {})
-        )
-        for r in records
-    ]
+    cards = [card_of(services, r, names or {}) for r in records]
     next_offset = offset + PANEL_JOBS
     more = await services.store.count_jobs_of(owner) > next_offset if records else False
     return {

@@ -137,6 +137,8 @@ class JobCardView:
     kept_until_iso: str = ""
     kept_until_text: str = ""
     confirm_cancel: bool = False
+    # Ended with files left out: the card's heading is rendered again to name the ZIP's own.
+    refresh_head: bool = False
 
     @property
     def value_text(self) -> str:
@@ -208,6 +210,7 @@ def job_view(
         ),
         kept_until_iso=kept_iso,
         kept_until_text=kept_text,
+        refresh_head=state.is_terminal and bool(record.skipped),
         confirm_cancel=(
             state is JobState.PROCESSING
             and record.started_at is not None
