@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import ConnectionPool, Redis
 
+from backend.catalogue_index import CatalogueIndex
 from backend.jobs import JobStore
 from backend.queue import QueueRedis
 from backend.settings import Settings
@@ -25,6 +26,8 @@ class Services:
     listener: Redis
     storage: Storage
     store: JobStore
+    # The catalogue as readers see it: the source bucket's listing, indexed in Redis.
+    catalogue: CatalogueIndex
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -50,7 +53,17 @@ class Services:
         store = JobStore(
             redis, prefix=settings.key_prefix, ttl_seconds=settings.job_record_ttl_seconds
         )
-        return cls(settings=settings, redis=redis, listener=listener, storage=storage, store=store)
+        catalogue = CatalogueIndex(
+            redis, storage.sources, settings.key_prefix, settings.catalogue_refresh_seconds
+        )
+        return cls(
+            settings=settings,
+            redis=redis,
+            listener=listener,
+            storage=storage,
+            store=store,
+            catalogue=catalogue,
+        )
 
     async def close(self) -> None:
         await self.storage.close()

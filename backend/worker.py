@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from backend import leases
+from backend.catalogue_index import run_refresher
 from backend.expiry import sweep_cron
 from backend.kinds import KINDS
 from backend.queue import (
@@ -39,6 +40,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["lease_watch"] = asyncio.create_task(
         leases.watch_lapsed(services.store, settings.job_lease_seconds / 3)
     )
+    ctx["catalogue_refresher"] = asyncio.create_task(run_refresher(services.catalogue))
     try:
         await services.storage.ensure_buckets()
     except Exception as exc:
@@ -47,9 +49,10 @@ async def _startup(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    watch: asyncio.Task[None] | None = ctx.get("lease_watch")
-    if watch is not None:
-        watch.cancel()
+    for name in ("lease_watch", "catalogue_refresher"):
+        task: asyncio.Task[None] | None = ctx.get(name)
+        if task is not None:
+            task.cancel()
     services: Services | None = ctx.get("services")
     if services is not None:
         await services.close()

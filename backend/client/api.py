@@ -13,7 +13,7 @@ import msgspec
 from httpx_sse import EventSource, connect_sse
 
 from backend.client.errors import ApiError, Unreachable
-from backend.models import CatalogueFile, JobStatus
+from backend.models import CatalogueFile, CataloguePage, JobStatus
 
 T = TypeVar("T")
 
@@ -54,8 +54,17 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def files(self) -> list[CatalogueFile]:
-        return self._decode(self._request("GET", "/v1/files"), list[CatalogueFile])
+    def files(self, page_size: int = 500) -> list[CatalogueFile]:
+        """The whole catalogue, following `next_cursor` page by page."""
+        found: list[CatalogueFile] = []
+        params: dict[str, Any] = {"limit": page_size}
+        while True:
+            response = self._request("GET", "/v1/files", params=params)
+            page = self._decode(response, CataloguePage)
+            found.extend(page.items)
+            if page.next_cursor is None:
+                return found
+            params = {"limit": page_size, "cursor": page.next_cursor}
 
     def start(self, file_ids: list[int], idempotency_key: str | None = None) -> JobStatus:
         """Start a job. Always sends an Idempotency-Key, so a retried POST never makes two."""
