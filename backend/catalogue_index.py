@@ -219,6 +219,8 @@ class CatalogueIndex:
         self.base = f"{prefix}:catalogue"
         self.refresh_seconds = refresh_seconds
         self.grace_seconds = max(MIN_GRACE_SECONDS, int(refresh_seconds * 4))
+        # Refreshes an API process started aside (asyncio holds tasks weakly).
+        self._background: set[asyncio.Task[None]] = set()
         self._search = redis.register_script(_SEARCH)
         self._unlock = redis.register_script(_UNLOCK)
 
@@ -352,14 +354,11 @@ class CatalogueIndex:
                 raise IndexUnavailable("the catalogue index is being built; try again shortly")
             await asyncio.sleep(0.1)
 
-    _background: set[asyncio.Task[None]] = set()
-
     async def _refresh_if_stale(self, generation: int) -> None:
         built = await self.built_at(generation)
         if built is None or time.time() - built < 3 * self.refresh_seconds + 5:
             return
         task = asyncio.create_task(self._quiet_refresh())
-        # Keep a reference until it ends (asyncio holds tasks weakly).
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

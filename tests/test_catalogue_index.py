@@ -375,3 +375,21 @@ async def wait_for(check: Any, seconds: float) -> Any:
             return value
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.1)
+
+
+async def test_an_index_no_worker_refreshes_is_refreshed_by_the_api_aside(
+    api: httpx.AsyncClient, services: Services
+) -> None:
+    assert (await api.get("/v1/files")).json()["total"] == len(CATALOGUE)
+    generation = await services.catalogue.current()
+    assert generation is not None
+    await services.storage.put_source(9, "golf.txt", b"g")
+    # As if the last refresh were long ago (no worker running since).
+    await services.redis.hset(services.catalogue._key(generation, "meta"), "built_at", "1")
+    stale = await api.get("/v1/files")
+    assert stale.json()["total"] == len(CATALOGUE)  # served at once, as it is
+
+    async def refreshed() -> bool:
+        return (await api.get("/v1/files")).json()["total"] == len(CATALOGUE) + 1
+
+    await wait_for(refreshed, 10)
