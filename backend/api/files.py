@@ -6,9 +6,16 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Request, Response, get
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
-from backend.api.openapi_docs import FILES, FILES_400, FILES_NOT_MODIFIED, error_response
+from backend.api.openapi_docs import (
+    CURSOR_EXAMPLE,
+    FILES,
+    FILES_400,
+    FILES_NOT_MODIFIED,
+    error_response,
+)
 from backend.catalogue_index import IndexedFile, Order, Query, Sort
 from backend.catalogue_listing import DEFAULT_LIMIT, MAX_LIMIT, Listing, etag_matches, list_page
 from backend.models import CatalogueFile, CataloguePage
@@ -62,10 +69,17 @@ async def list_files(
         Parameter(
             required=False,
             description="`next_cursor` of the previous page; omit for the first page.",
+            examples=[Example(summary="a next_cursor", value=CURSOR_EXAMPLE)],
         ),
     ] = None,
     limit: Annotated[
-        int, Parameter(ge=1, le=MAX_LIMIT, description="Files per page.")
+        int,
+        Parameter(
+            ge=1,
+            le=MAX_LIMIT,
+            description="Files per page.",
+            examples=[Example(summary="fifty", value=50)],
+        ),
     ] = DEFAULT_LIMIT,
     q: Annotated[
         str | None,
@@ -73,17 +87,28 @@ async def list_files(
             required=False,
             max_length=200,
             description="Only files whose name contains this text, in any case.",
+            examples=[Example(summary="a word of the name", value="report")],
         ),
     ] = None,
     sort: Annotated[Sort, Parameter(description="Order by file id, name, size or mtime.")] = "id",
     order: Annotated[Order, Parameter(description="Ascending or descending.")] = "asc",
     min_size: Annotated[
         int | None,
-        Parameter(required=False, ge=0, description="Only files of at least this many bytes."),
+        Parameter(
+            required=False,
+            ge=0,
+            description="Only files of at least this many bytes.",
+            examples=[Example(summary="1 MiB", value=1048576)],
+        ),
     ] = None,
     max_size: Annotated[
         int | None,
-        Parameter(required=False, ge=0, description="Only files of at most this many bytes."),
+        Parameter(
+            required=False,
+            ge=0,
+            description="Only files of at most this many bytes.",
+            examples=[Example(summary="10 MiB", value=10485760)],
+        ),
     ] = None,
 ) -> Response[CataloguePage] | Response[None]:
     # `requester` is resolved for its checks alone: a bad token is a 401 here as on every

@@ -225,7 +225,7 @@ STREAM_ENDED = ResponseSpec(
     "standard's signal for EventSource to stop reconnecting; no stream slot is taken.",
 )
 
-_CURSOR = "WzcsMTAwLCIzMjVlOWY2YTU5OWMyMmZmIl0"
+CURSOR_EXAMPLE = "WzcsMTAwLCIzMjVlOWY2YTU5OWMyMmZmIl0"
 FILES = ResponseSpec(
     CataloguePage,
     description="A page of the files a job can ask for: `file_id`, `name` in the archive, "
@@ -241,7 +241,7 @@ FILES = ResponseSpec(
                     {"file_id": 10003, "name": "customer-export.csv", "size": 3145728},
                 ],
                 "total": 12,
-                "next_cursor": _CURSOR,
+                "next_cursor": CURSOR_EXAMPLE,
             },
         ),
         (
