@@ -20,15 +20,18 @@ Redis keys (`<KEY_PREFIX>:catalogue:` …):
 | `g:<n>:meta` | hash | `built_at` (epoch s), `digest` of the listing, `count` |
 | `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null]` |
 | `g:<n>:order:<sort>` | zset | file id -> its rank (0…) in `sort` order: id, name, size, modified |
-| `g:<n>:scan` | list | `"<id>\\t<size>\\t<lower-case name>"` per file, what searches scan |
+| `g:<n>:scan` | string | a line `<lower-case name>\\t<id>\\t<size>\\t<4 ranks>` per file |
 | `g:<n>:q:<digest>` | zset | a search's matching ids -> rank in its sort order (TTL SEARCH_TTL) |
 
 Search is a case-insensitive substring match on the name (Unicode lower-casing, done in
-Python when indexing and on the query), with optional size bounds. One Lua script scans the
-generation's `scan` list once per distinct search and keeps the matches, ranked in the asked
-order, for SEARCH_TTL seconds, so the pages after the first are a ZRANGE like an unfiltered
-listing. The scan runs inside Redis: about 100,000 names in tens of milliseconds (see
-bench/catalogue.py), during which Redis serves nobody else.
+Python when indexing and on the query), with optional size bounds. One Lua script searches the
+generation's `scan` text once per distinct search (a plain `string.find` over every line, so
+the cost is one pass of memory plus a little per match) and keeps the matches, ranked in the
+asked order, for SEARCH_TTL seconds, so the pages after the first are a ZRANGE like an
+unfiltered listing. The search runs inside Redis, which serves nobody else meanwhile: a few
+milliseconds for a narrow search of 100,000 names, more for one matching thousands (see
+bench/catalogue.py). Names in `scan` have tabs and line breaks turned into spaces, and a query
+may hold neither, so a match never spans two fields.
 
 File ids are the catalogue's own (`<file_id>/<name>` keys, storage/catalogue.py); when two keys
 share an id, the first key in key order is the file, as a job resolving that id finds it.
@@ -71,41 +74,51 @@ SEARCH_TTL_SECONDS = 120
 FIRST_BUILD_WAIT_SECONDS = 10.0
 _WRITE_BATCH = 5_000
 
-# KEYS: the generation's scan list, its order zset for the asked sort, the result zset, and
-# the result's count key. ARGV: lower-case query ("" for none), min size (-1 none), max size
-# (-1 none), TTL seconds. Returns how many files match; the result zset is kept for the TTL.
+# KEYS: the generation's scan text, the result zset, and the result's count key.
+# ARGV: lower-case query ("" for none), min size (-1 none), max size (-1 none), TTL seconds,
+# which rank to score by (1 id, 2 name, 3 size, 4 modified). Returns how many files match;
+# the result zset (id -> rank) is kept for the TTL.
 _SEARCH = """
-local count = redis.call('GET', KEYS[4])
+local count = redis.call('GET', KEYS[3])
 if count then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
   redis.call('EXPIRE', KEYS[3], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[4])
   return tonumber(count)
 end
-local q, lo, hi = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+local text = redis.call('GET', KEYS[1]) or ''
+local q, lo, hi, which = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local fields = '^(%d+)\\t(%d+)\\t(%d+),(%d+),(%d+),(%d+)\\n'
 local batch, n = {}, 0
-for _, entry in ipairs(entries) do
-  local tab1 = string.find(entry, '\\t', 1, true)
-  local tab2 = string.find(entry, '\\t', tab1 + 1, true)
-  local hit = q == '' or string.find(entry, q, tab2 + 1, true) ~= nil
-  if hit and (lo >= 0 or hi >= 0) then
-    local size = tonumber(string.sub(entry, tab1 + 1, tab2 - 1))
-    hit = (lo < 0 or size >= lo) and (hi < 0 or size <= hi)
-  end
-  if hit then
-    local id = string.sub(entry, 1, tab1 - 1)
-    batch[#batch + 1] = redis.call('ZSCORE', KEYS[2], id)
-    batch[#batch + 1] = id
-    n = n + 1
-    if #batch >= 2000 then
-      redis.call('ZADD', KEYS[3], unpack(batch))
-      batch = {}
-    end
+local function take(id, size, ranks)
+  size = tonumber(size)
+  if (lo >= 0 and size < lo) or (hi >= 0 and size > hi) then return end
+  batch[#batch + 1] = ranks[which]
+  batch[#batch + 1] = id
+  n = n + 1
+  if #batch >= 2000 then
+    redis.call('ZADD', KEYS[2], unpack(batch))
+    batch = {}
   end
 end
-if #batch > 0 then redis.call('ZADD', KEYS[3], unpack(batch)) end
-if n > 0 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
-redis.call('SET', KEYS[4], n, 'EX', ARGV[4])
+local pos = 1
+while true do
+  local hit
+  if q == '' then hit = pos <= #text and pos or nil
+  else hit = string.find(text, q, pos, true) end
+  if not hit then break end
+  local line_end = string.find(text, '\\n', hit, true)
+  local tab = string.find(text, '\\t', hit, true)
+  -- A hit in the name is followed by exactly the line's number fields; a hit inside a
+  -- number field is not, and the name before it did not match (find returns the first).
+  if tab and tab < line_end then
+    local id, size, r1, r2, r3, r4 = string.match(text, fields, tab + 1)
+    if id then take(id, size, {r1, r2, r3, r4}) end
+  end
+  pos = line_end + 1
+end
+if #batch > 0 then redis.call('ZADD', KEYS[2], unpack(batch)) end
+if n > 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('SET', KEYS[3], n, 'EX', ARGV[4])
 return n
 """
 
@@ -194,6 +207,11 @@ def _digest(files: list[SourceObject]) -> str:
     return hasher.hexdigest()
 
 
+def _searchable(name: str) -> str:
+    """The name as searches see it: lower case, without tabs or line breaks."""
+    return name.lower().replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
 async def _done(result: Awaitable[T] | T) -> T:
     # redis-py types its hash commands for the sync and the async client at once.
     return await result if inspect.isawaitable(result) else result  # type: ignore[no-any-return]
@@ -268,11 +286,12 @@ class CatalogueIndex:
         generation = int(await self.redis.incr(f"{self.base}:next"))
         await self._write(generation, files, digest)
         # The swap: one SET. Readers that already read the old number keep reading the old
-        # keys, which live on for the grace period.
-        await self.redis.set(f"{self.base}:current", str(generation))
-        if old is not None:
+        # keys, which live on for the grace period. The number replaced is the one to retire,
+        # even when it is not `old` (a refresh that outlived its lock ran beside this one).
+        replaced = _text(await self.redis.set(f"{self.base}:current", str(generation), get=True))
+        if replaced is not None and int(replaced) != generation:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for key in self._keys_of(old):
+                for key in self._keys_of(int(replaced)):
                     pipe.expire(key, self.grace_seconds)
                 await pipe.execute()
         seconds = time.monotonic() - started
@@ -303,19 +322,26 @@ class CatalogueIndex:
             )
             for f in files
         }
-        scan = [f"{f.file_id}\t{f.size}\t{f.name.lower()}" for f in files]
         orders = {sort: _ranks(files, sort) for sort in SORTS}
+        ranks = {
+            sort: {file_id: rank for rank, file_id in enumerate(ids)}
+            for sort, ids in orders.items()
+        }
+        scan = "".join(
+            f"{_searchable(f.name)}\t{f.file_id}\t{f.size}\t"
+            + ",".join(str(ranks[sort][f.file_id]) for sort in SORTS)
+            + "\n"
+            for f in files
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
             items = list(rows.items())
             for start in range(0, len(items), _WRITE_BATCH):
                 pipe.hset(
                     key(generation, "files"), mapping=dict(items[start : start + _WRITE_BATCH])
                 )
-            for start in range(0, len(scan), _WRITE_BATCH):
-                pipe.rpush(key(generation, "scan"), *scan[start : start + _WRITE_BATCH])
-            for sort, ids in orders.items():
-                ranked = {str(file_id): rank for rank, file_id in enumerate(ids)}
-                pairs = list(ranked.items())
+            pipe.set(key(generation, "scan"), scan)
+            for sort in SORTS:
+                pairs = [(str(file_id), rank) for file_id, rank in ranks[sort].items()]
                 for start in range(0, len(pairs), _WRITE_BATCH):
                     pipe.zadd(
                         key(generation, f"order:{sort}"), dict(pairs[start : start + _WRITE_BATCH])
@@ -379,17 +405,13 @@ class CatalogueIndex:
             result = self._key(generation, f"q:{query.fingerprint}")
             total = int(
                 await self._search(
-                    keys=[
-                        self._key(generation, "scan"),
-                        self._key(generation, f"order:{query.sort}"),
-                        result,
-                        f"{result}:n",
-                    ],
+                    keys=[self._key(generation, "scan"), result, f"{result}:n"],
                     args=[
                         query.q.lower(),
                         -1 if query.min_size is None else query.min_size,
                         -1 if query.max_size is None else query.max_size,
                         SEARCH_TTL_SECONDS,
+                        SORTS.index(query.sort) + 1,
                     ],
                 )
             )

@@ -135,6 +135,8 @@ async def test_modified_order_follows_the_objects_mtime(
             [5] + [100 + i for i in range(40) if (i * 37) % 101 == 10],
         ),
         ({"q": "no such file"}, []),
+        # Only names: not ids (100…139, 10) nor sizes (echo.log has 10 bytes).
+        ({"q": "10"}, [110]),
         ({"q": "."}, sorted(all_files())),
     ],
 )
