@@ -21,7 +21,7 @@ Redis keys (`<KEY_PREFIX>:catalogue:` …):
 | `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null]` |
 | `g:<n>:order:<sort>` | zset | file id -> its rank (0…) in `sort` order: id, name, size, modified |
 | `g:<n>:scan` | string | a line `<lower-case name>\\t<id>\\t<size>\\t<4 ranks>` per file |
-| `g:<n>:q:<digest>` | zset | a search's matching ids -> rank in its sort order (TTL SEARCH_TTL) |
+| `g:<n>:q:<digest>` | list | a search's matching ids in its sort order (TTL SEARCH_TTL) |
 
 Search is a case-insensitive substring match on the name (Unicode lower-casing, done in
 Python when indexing and on the query), with optional size bounds. One Lua script searches the
@@ -74,11 +74,11 @@ SEARCH_TTL_SECONDS = 120
 FIRST_BUILD_WAIT_SECONDS = 10.0
 _WRITE_BATCH = 5_000
 
-# KEYS: the generation's scan text, the result zset, and the result's count key.
+# KEYS: the generation's scan text, the result list, and the result's count key.
 # ARGV: lower-case query ("" for none), min size (-1 none), max size (-1 none), TTL seconds,
-# which rank to score by (1 id, 2 name, 3 size, 4 modified). Returns how many files match;
-# the result zset (id -> rank) is kept for the TTL.
-_SEARCH = """
+# which rank orders the result (1 id, 2 name, 3 size, 4 modified). Returns how many files
+# match; the result list (matching ids, ascending in that order) is kept for the TTL.
+_SEARCH = r"""
 local count = redis.call('GET', KEYS[3])
 if count then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -87,39 +87,54 @@ if count then
 end
 local text = redis.call('GET', KEYS[1]) or ''
 local q, lo, hi, which = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local fields = '^(%d+)\\t(%d+)\\t(%d+),(%d+),(%d+),(%d+)\\n'
-local batch, n = {}, 0
-local function take(id, size, ranks)
-  size = tonumber(size)
-  if (lo >= 0 and size < lo) or (hi >= 0 and size > hi) then return end
-  batch[#batch + 1] = ranks[which]
-  batch[#batch + 1] = id
-  n = n + 1
-  if #batch >= 2000 then
-    redis.call('ZADD', KEYS[2], unpack(batch))
-    batch = {}
-  end
-end
+local bounded = lo >= 0 or hi >= 0
+-- After the name's tab: id, size, then the four ranks; only the asked rank is captured.
+local ranks = {}
+for i = 1, 4 do ranks[i] = (i == which) and '(%d+)' or '%d+' end
+local fields = '^(%d+)\t(%d+)\t' .. table.concat(ranks, ',') .. '\n'
+-- Lines are in id order, so for `which` 1 the matches arrive already in order.
+local ids, order, by_rank = {}, {}, {}
 local pos = 1
 while true do
   local hit
-  if q == '' then hit = pos <= #text and pos or nil
-  else hit = string.find(text, q, pos, true) end
-  if not hit then break end
-  local line_end = string.find(text, '\\n', hit, true)
-  local tab = string.find(text, '\\t', hit, true)
+  if q == '' then
+    if pos > #text then break end
+    hit = pos
+  else
+    hit = string.find(text, q, pos, true)
+    if not hit then break end
+  end
+  local line_end = string.find(text, '\n', hit, true)
+  local tab = string.find(text, '\t', hit, true)
   -- A hit in the name is followed by exactly the line's number fields; a hit inside a
   -- number field is not, and the name before it did not match (find returns the first).
-  if tab and tab < line_end then
-    local id, size, r1, r2, r3, r4 = string.match(text, fields, tab + 1)
-    if id then take(id, size, {r1, r2, r3, r4}) end
+  if tab < line_end then
+    local id, size, rank = string.match(text, fields, tab + 1)
+    if id then
+      size = bounded and tonumber(size) or 0
+      if not bounded or ((lo < 0 or size >= lo) and (hi < 0 or size <= hi)) then
+        if which == 1 then
+          ids[#ids + 1] = id
+        else
+          rank = tonumber(rank)
+          order[#order + 1] = rank
+          by_rank[rank] = id
+        end
+      end
+    end
   end
   pos = line_end + 1
 end
-if #batch > 0 then redis.call('ZADD', KEYS[2], unpack(batch)) end
-if n > 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-redis.call('SET', KEYS[3], n, 'EX', ARGV[4])
-return n
+if which ~= 1 then
+  table.sort(order)
+  for i, rank in ipairs(order) do ids[i] = by_rank[rank] end
+end
+for i = 1, #ids, 4000 do
+  redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + 3999, #ids)))
+end
+if #ids > 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+redis.call('SET', KEYS[3], #ids, 'EX', ARGV[4])
+return #ids
 """
 
 # KEYS: the lock. ARGV: the holder's token. Deletes the lock only if the caller holds it.
@@ -420,9 +435,18 @@ class CatalogueIndex:
             total = int(await self.redis.zcard(result))
         ids: list[bytes | str] = []
         if total and offset < total:
-            ids = await self.redis.zrange(
-                result, offset, offset + limit - 1, desc=query.order == "desc"
-            )
+            if not query.filtered:
+                ids = await self.redis.zrange(
+                    result, offset, offset + limit - 1, desc=query.order == "desc"
+                )
+            elif query.order == "asc":
+                ids = await _done(self.redis.lrange(result, offset, offset + limit - 1))
+            else:
+                # Descending: the same list read from its end.
+                first = max(total - offset - limit, 0)
+                ids = list(
+                    reversed(await _done(self.redis.lrange(result, first, total - offset - 1)))
+                )
         found = await self.lookup_in(generation, [int(_text(i) or 0) for i in ids])
         return Page(
             items=[found[int(_text(i) or 0)] for i in ids if int(_text(i) or 0) in found],
