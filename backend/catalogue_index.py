@@ -63,8 +63,8 @@ Sort = Literal["id", "name", "size", "modified"]
 Order = Literal["asc", "desc"]
 SORTS: tuple[Sort, ...] = ("id", "name", "size", "modified")
 
-# A refresh of 100,000 files takes seconds; a lock outliving a dead refresher blocks the next
-# one for at most this long.
+# A refresh of 100,000 files takes seconds; its refresher extends the lock every third of this
+# while it runs, and a dead refresher's lock blocks the next one for at most this long.
 REFRESH_LOCK_MS = 120_000
 # Pages of a replaced generation stay readable this long after the swap (at least), so a walk
 # through the pages that began before a refresh ends on the same snapshot.
@@ -140,6 +140,13 @@ return #ids
 # KEYS: the lock. ARGV: the holder's token. Deletes the lock only if the caller holds it.
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: the lock. ARGV: the holder's token, the lock's time to live in ms. Extends the lock
+# only if the caller still holds it.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -256,6 +263,7 @@ class CatalogueIndex:
         self._background: set[asyncio.Task[None]] = set()
         self._search = redis.register_script(_SEARCH)
         self._unlock = redis.register_script(_UNLOCK)
+        self._extend = redis.register_script(_EXTEND)
 
     def _key(self, generation: int, name: str) -> str:
         return f"{self.base}:g:{generation}:{name}"
@@ -282,11 +290,20 @@ class CatalogueIndex:
         token = secrets.token_hex(8)
         if not await self.redis.set(lock, token, nx=True, px=REFRESH_LOCK_MS):
             return None
+        # A slow listing (a large bucket, a slow store) keeps the lock for as long as it runs.
+        keeper = asyncio.create_task(self._keep_lock(lock, token))
         try:
             return await self._rebuild()
         finally:
+            keeper.cancel()
             with contextlib.suppress(RedisError):
                 await self._unlock(keys=[lock], args=[token])
+
+    async def _keep_lock(self, lock: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_LOCK_MS / 3000)
+            with contextlib.suppress(RedisError):
+                await self._extend(keys=[lock], args=[token, REFRESH_LOCK_MS])
 
     async def _rebuild(self) -> RefreshOutcome:
         started = time.monotonic()

@@ -17,7 +17,7 @@ from backend.catalogue_index import CatalogueIndex, Query
 from backend.catalogue_listing import encode_cursor
 from backend.services import Services
 from backend.settings import Settings
-from backend.storage import Catalogue
+from backend.storage import Catalogue, SourceObject
 from backend.storage.memory import MemoryStore
 from backend.worker import create_worker
 from tests.helpers import run_worker_until_idle, start, wait_for_status
@@ -395,3 +395,34 @@ async def test_an_index_no_worker_refreshes_is_refreshed_by_the_api_aside(
         return (await api.get("/v1/files")).json()["total"] == len(CATALOGUE) + 1
 
     await wait_for(refreshed, 10)
+
+
+class SlowCatalogue(Catalogue):
+    """A catalogue whose listing takes `delay` seconds, like a large bucket on a slow store."""
+
+    def __init__(self, store: MemoryStore, bucket: str, delay: float) -> None:
+        super().__init__(store, bucket)
+        self.delay = delay
+
+    async def files(self, prefix: str | None = None) -> list[SourceObject]:
+        await asyncio.sleep(self.delay)
+        return await super().files(prefix)
+
+
+async def test_a_refresh_longer_than_its_lock_keeps_the_lock(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("backend.catalogue_index.REFRESH_LOCK_MS", 300)
+    store = MemoryStore()
+    await store.ensure_bucket("slow")
+    await store.put("slow", "1/one.txt", b"1", "text/plain")
+    prefix = f"lh-slow-{id(store)}"
+    slow = CatalogueIndex(services.redis, SlowCatalogue(store, "slow", 1.2), prefix, 30)
+    other = CatalogueIndex(services.redis, Catalogue(store, "slow"), prefix, 30)
+    running = asyncio.create_task(slow.refresh())
+    await asyncio.sleep(0.7)  # more than twice the lock's time to live
+    assert await other.refresh() is None
+    outcome = await running
+    assert outcome is not None and outcome.files == 1
+    assert await other.refresh() is not None  # released at the end
+    await services.redis.delete(*[k async for k in services.redis.scan_iter(f"{prefix}:*")])
