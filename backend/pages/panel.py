@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request
+from redis.exceptions import RedisError
 
 from backend.models import JobRecord
 from backend.pages.browser import LiveMode
@@ -21,7 +22,6 @@ from backend.pages.views import (
     job_view,
 )
 from backend.services import Services
-from backend.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,18 @@ class Card:
     job: JobCardView
 
 
-async def catalogue_by_id(services: Services) -> dict[int, CatalogueRow]:
-    """The catalogue by file id, or {} when storage cannot list it (cards fall back to ids)."""
+async def catalogue_by_id(
+    services: Services, records: Sequence[JobRecord]
+) -> dict[int, CatalogueRow]:
+    """The indexed files the jobs of `records` name, by file id; {} before the first index
+    or when Redis fails (cards fall back to ids)."""
+    wanted = sorted({file_id for record in records for file_id in record.file_ids})
     try:
-        return {row.file_id: row for row in catalogue_rows(await services.storage.catalogue())}
-    except StorageError as exc:
+        found = await services.catalogue.lookup(wanted)
+    except RedisError as exc:
         logger.warning("catalogue unavailable for job titles: %s", exc)
         return {}
+    return {row.file_id: row for row in catalogue_rows(list(found.values()))}
 
 
 def stream_url(records: Sequence[JobRecord]) -> str | None:
@@ -60,7 +65,7 @@ async def panel_context(
 ) -> dict[str, Any]:
     records = await services.store.jobs_of(owner, limit=PANEL_JOBS)
     if records and names is None:
-        names = await catalogue_by_id(services)
+        names = await catalogue_by_id(services, records)
     cards = [Card(job_title(r, names or {}), job_view(r)) for r in records]
     return {
         "cards": cards,
