@@ -21,6 +21,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from backend.entrynames import entry_names
 from backend.models import JobRecord
 from backend.services import Services
@@ -105,20 +107,24 @@ def card_filename(record: JobRecord, names: Mapping[int, _Named]) -> str:
 
 
 async def filename_of(services: Services, record: JobRecord) -> str:
-    """The archive's file name, looking up the first included file in the catalogue.
+    """The archive's file name, looking up the first included file's name.
 
-    One small listing (a prefix per id, backend/storage/catalogue.py) and only without a
-    typed name; when storage cannot answer, the fallback name rather than no link.
+    Only without a typed name: one Redis read of the catalogue index (a few ids, in case the
+    first was deleted since), else a small listing of the bucket before the first index;
+    when neither can answer, the fallback name rather than no link.
     """
     included = included_ids(record)
     if record.name or not included:
         return archive_filename(record.job_id, record.name, None, len(included))
+    first: str | None = None
     try:
-        # A few ids, in case the first was deleted after the archive was built.
-        found, _ = await services.storage.resolve(included[:3])
-    except StorageError:
-        found = []
-    first = found[0].name if found else None
+        found = await services.catalogue.lookup(included[:3])
+        first = next((found[f].name for f in included[:3] if f in found), None)
+        if first is None:
+            sources, _ = await services.storage.resolve(included[:1])
+            first = sources[0].name if sources else None
+    except (RedisError, StorageError):
+        first = None
     return archive_filename(record.job_id, None, first, len(included))
 
 

@@ -109,6 +109,17 @@ class CatalogueFile(Struct, frozen=True):
     size: int
 
 
+class CataloguePage(Struct, kw_only=True):
+    """One page of GET /v1/files: the files, how many match in all, and the next page's cursor."""
+
+    items: list[CatalogueFile]
+    total: Annotated[int, Meta(ge=0, description="Files matching the query, on every page.")]
+    next_cursor: Annotated[
+        str | None,
+        Meta(description="Pass as `cursor` for the next page; null on the last page."),
+    ] = None
+
+
 class JobRecord(Struct, kw_only=True):
     """What the job store keeps for a job. Only jobs.py reads or writes it in Redis."""
 

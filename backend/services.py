@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from backend import redisconn
+from backend.catalogue_index import CatalogueIndex
 from backend.jobs import JobStore
 from backend.queue import QueueRedis
 from backend.settings import Settings
@@ -29,6 +30,8 @@ class Services:
     listener: Redis
     storage: Storage
     store: JobStore
+    # The catalogue as readers see it: the source bucket's listing, indexed in Redis.
+    catalogue: CatalogueIndex
     # Behind Sentinel: moves every client above (and `follow`'s) to a new master (redisconn).
     master_watch: asyncio.Task[None] | None = None
 
@@ -67,7 +70,18 @@ class Services:
             watch = asyncio.create_task(
                 redisconn.follow_master([redis, listener, *follow]), name="redis-master-watch"
             )
-        return cls(settings, redis, listener, storage, store, watch)
+        catalogue = CatalogueIndex(
+            redis, storage.sources, settings.key_prefix, settings.catalogue_refresh_seconds
+        )
+        return cls(
+            settings=settings,
+            redis=redis,
+            listener=listener,
+            storage=storage,
+            store=store,
+            catalogue=catalogue,
+            master_watch=watch,
+        )
 
     async def close(self) -> None:
         if self.master_watch is not None:

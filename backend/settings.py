@@ -61,6 +61,9 @@ class Settings:
 
     # How long a finished archive is kept before the sweeper deletes it (status `expired`).
     archive_ttl_seconds: int = 24 * 3600
+    # Workers rebuild the catalogue index (catalogue_index.py) from a full listing of the
+    # source bucket this often, so a file added or deleted shows within about 1.5 times this.
+    catalogue_refresh_seconds: float = 30.0
     # Per client (token, else IP through the trusted proxy), shared by all API processes.
     rate_limit_per_minute: int = 600
     max_active_jobs_per_client: int = 20
@@ -156,6 +159,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "SSE_PING_SECONDS": "sse_ping_seconds",
     "SSE_POLL_FALLBACK_SECONDS": "sse_poll_fallback_seconds",
     "ARCHIVE_TTL_SECONDS": "archive_ttl_seconds",
+    "CATALOGUE_REFRESH_SECONDS": "catalogue_refresh_seconds",
     "RATE_LIMIT_PER_MINUTE": "rate_limit_per_minute",
     "MAX_ACTIVE_JOBS_PER_CLIENT": "max_active_jobs_per_client",
     "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
@@ -262,6 +266,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("WORKER_CONCURRENCY must be at least 1")
     if settings.job_lease_seconds < 1:
         raise SettingsError("JOB_LEASE_SECONDS must be at least 1")
+    if settings.catalogue_refresh_seconds < 1:
+        raise SettingsError("CATALOGUE_REFRESH_SECONDS must be at least 1")
     if settings.s3_connect_timeout_seconds <= 0 or settings.s3_read_timeout_seconds <= 0:
         raise SettingsError("S3_CONNECT_TIMEOUT_SECONDS and S3_READ_TIMEOUT_SECONDS must be > 0")
     if not settings.retry_backoff_seconds:

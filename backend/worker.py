@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from backend import leases
+from backend.catalogue_index import run_refresher
 from backend.expiry import sweep_cron
 from backend.kinds import KINDS
 from backend.metrics.exporter import worker_metrics_served
@@ -44,6 +45,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     )
     # Webhooks of ended jobs go out from every worker; the outbox's claims share them out.
     ctx["webhook_sender"] = asyncio.create_task(run_sender(services))
+    ctx["catalogue_refresher"] = asyncio.create_task(run_refresher(services.catalogue))
     try:
         await services.storage.ensure_buckets()
     except Exception as exc:
@@ -52,9 +54,10 @@ async def _startup(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    watch: asyncio.Task[None] | None = ctx.get("lease_watch")
-    if watch is not None:
-        watch.cancel()
+    for name in ("lease_watch", "catalogue_refresher"):
+        task: asyncio.Task[None] | None = ctx.get(name)
+        if task is not None:
+            task.cancel()
     await stop_sender(ctx.pop("webhook_sender", None))
     services: Services | None = ctx.get("services")
     if services is not None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import enqueue, queueing, recovery, sse, throughput
+from bench import catalogue, enqueue, queueing, recovery, sse, throughput
 from bench.profiling import summarise
 from bench.report import Result, write_markdown
 from bench.stack import Stack, raise_open_file_limit, running_stack
@@ -21,6 +21,7 @@ BENCHES: dict[str, BenchFn] = {
     "archive": throughput.run,
     "queue": queueing.run,
     "recovery": recovery.run,
+    "catalogue": catalogue.run,
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ process (load generator, SSE clients) runs on the same cores as what it measures
 
 Rerun with `make bench` (full, writes this file) or `python -m bench --quick` (seconds, what CI
 runs to keep the scripts working); `--only NAME` runs one section
-(`enqueue`, `sse`, `archive`, `queue`, `recovery`).
+(`enqueue`, `sse`, `archive`, `queue`, `recovery`, `catalogue`).
 """
 
 

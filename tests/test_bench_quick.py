@@ -17,6 +17,7 @@ SECTIONS = (
     "3. Archive throughput and worker memory",
     "4. Queue overhead",
     "5. Recovery",
+    "6. Catalogue scale",
 )
 
 

@@ -65,7 +65,7 @@ def test_dev_stack_serves_demo_catalogue_and_ctrl_c_stops_everything(tmp_path: P
             assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
             time.sleep(0.3)
         assert health is not None and health.json()["status"] == "healthy"
-        files = httpx.get(f"http://127.0.0.1:{port}/v1/files", timeout=5).json()
+        files = httpx.get(f"http://127.0.0.1:{port}/v1/files", timeout=5).json()["items"]
         assert {f["file_id"] for f in files} == {d.file_id for d in DEMO_FILES}
         started = children_of(dev.pid)
         assert len(started) >= 4  # redis, S3 server, worker, API

@@ -72,6 +72,19 @@ async def test_a_missing_object_is_no_such_object_and_deleting_it_is_fine(
     await storage.delete(key)
 
 
+async def test_stat_gives_the_listings_size_and_etag_without_reading(storage: Storage) -> None:
+    await storage.put_source(9101, "c.txt", b"version one")
+    [listed] = await storage.catalogue("9101/")
+    stat = await storage.stat_source("9101/c.txt")
+    assert (stat.key, stat.size, stat.etag) == ("9101/c.txt", 11, listed.etag)
+    assert stat.etag
+    await storage.put_source(9101, "c.txt", b"version two!")
+    changed = await storage.stat_source("9101/c.txt")
+    assert changed.size == 12 and changed.etag != stat.etag
+    with pytest.raises(NoSuchObject):
+        await storage.stat_source("9101/missing.txt")
+
+
 async def test_a_missing_bucket_is_a_storage_error(storage: Storage) -> None:
     with pytest.raises(StorageError):
         await storage.store.list_objects("lh-no-such-bucket")

@@ -15,7 +15,7 @@ from litestar.openapi.spec import Example
 from litestar.params import KwargDefinition
 
 from backend.jobevents import JOB_EVENTS, JobEventName, ProgressEvent
-from backend.models import CatalogueFile, ErrorBody, HealthBody, JobPage, JobStatus
+from backend.models import CataloguePage, ErrorBody, HealthBody, JobPage, JobStatus
 
 JOB_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
 DOWNLOAD_URL = (
@@ -255,20 +255,41 @@ STREAM_ENDED = ResponseSpec(
     "standard's signal for EventSource to stop reconnecting; no stream slot is taken.",
 )
 
+CURSOR_EXAMPLE = "WzcsMTAwLCIzMjVlOWY2YTU5OWMyMmZmIl0"
 FILES = ResponseSpec(
-    list[CatalogueFile],
-    description="Every file a job can ask for: `file_id`, `name` in the archive, `size` in bytes.",
+    CataloguePage,
+    description="A page of the files a job can ask for: `file_id`, `name` in the archive, "
+    "`size` in bytes; `total` files match the query. Headers: `ETag` (weak), "
+    '`Cache-Control: no-cache`, and `Link: <…>; rel="next"` unless this is the last page.',
     generate_examples=False,
     examples=_examples(
         (
-            "catalogue",
-            [
-                {"file_id": 10001, "name": "annual-report-2025.pdf", "size": 6291456},
-                {"file_id": 10003, "name": "customer-export.csv", "size": 3145728},
-            ],
-        )
+            "first page",
+            {
+                "items": [
+                    {"file_id": 10001, "name": "annual-report-2025.pdf", "size": 6291456},
+                    {"file_id": 10003, "name": "customer-export.csv", "size": 3145728},
+                ],
+                "total": 12,
+                "next_cursor": CURSOR_EXAMPLE,
+            },
+        ),
+        (
+            "last page of a search",
+            {
+                "items": [{"file_id": 10008, "name": "brand-guidelines.pdf", "size": 2097152}],
+                "total": 3,
+                "next_cursor": None,
+            },
+        ),
     ),
 )
+FILES_NOT_MODIFIED = ResponseSpec(
+    None,
+    description="Not Modified: `If-None-Match` names this page's current `ETag` (RFC 9110 "
+    "§15.4.5); no body.",
+)
+FILES_400 = ("limit: must be 1 to 500", [{"key": "limit", "message": "must be 1 to 500"}])
 HEALTHY = ResponseSpec(
     HealthBody,
     description="Every dependency answers.",

@@ -31,7 +31,7 @@ from backend.client.errors import ClientError, JobFailed
 from backend.client.fetch import Fetched, OnBytes, fetch, part_path
 from backend.client.follow import Followed, Follower, JobProgress, OnNote, OnUpdate
 from backend.client.verify import sha256_of, verify_archive
-from backend.models import CatalogueFile, JobPage, JobState, JobStatus
+from backend.models import CatalogueFile, CataloguePage, JobPage, JobState, JobStatus
 
 T = TypeVar("T")
 
@@ -85,9 +85,17 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def files(self) -> list[CatalogueFile]:
-        """The catalogue: every file a job can ask for (`file_id`, `name`, `size` in bytes)."""
-        return await self.transport.call("GET", "/v1/files", list[CatalogueFile])
+    async def files(self, page_size: int = 500) -> list[CatalogueFile]:
+        """The catalogue: every file a job can ask for (`file_id`, `name`, `size` in bytes),
+        read `page_size` files a request, following `next_cursor` to the last page."""
+        found: list[CatalogueFile] = []
+        params: dict[str, Any] = {"limit": page_size}
+        while True:
+            page = await self.transport.call("GET", "/v1/files", CataloguePage, params=params)
+            found.extend(page.items)
+            if page.next_cursor is None:
+                return found
+            params = {"limit": page_size, "cursor": page.next_cursor}
 
     async def start(self, file_ids: list[int], idempotency_key: str | None = None) -> JobStatus:
         """Start a job building one ZIP of `file_ids`; its status, queued.

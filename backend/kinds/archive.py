@@ -27,6 +27,7 @@ from backend.reuse import (
     shared_archive_key,
 )
 from backend.runner import Attempt, JobCancelled, JobFailed
+from backend.sources import resolve_sources
 from backend.storage import SourceObject, Storage
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,16 @@ class ArchiveKind:
     async def run(self, attempt: Attempt) -> None:
         services, record, settings = attempt.services, attempt.record, attempt.settings
         with tracing.tracer().start_as_current_span("s3.resolve_sources"):
-            found, missing = await services.storage.resolve(record.file_ids)
+            resolved = await resolve_sources(services.catalogue, services.storage, record.file_ids)
+        found = resolved.found
         # A catalogue key that cannot be a file name ("<id>/..", only dots and spaces) is
         # skipped and reported like a missing file, never an internal error.
         names = entry_names(found)
         sources = [s for s, name in zip(found, names, strict=True) if name is not None]
-        skipped = [SkippedFile(file_id=i, reason=SkipReason.NOT_FOUND) for i in missing]
+        skipped = [
+            SkippedFile(file_id=i, name=resolved.names.get(i, ""), reason=SkipReason.NOT_FOUND)
+            for i in resolved.missing
+        ]
         skipped += [
             SkippedFile(file_id=s.file_id, name=s.name, reason=SkipReason.UNNAMABLE)
             for s, name in zip(found, names, strict=True)

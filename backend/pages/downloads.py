@@ -13,6 +13,8 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Template
 
+from backend.catalogue_index import Query
+from backend.catalogue_listing import list_page
 from backend.downloads import InvalidInput, JobAlreadyFinished, cancel_job, download_url, find_job
 from backend.downloads import start_job as start_download_job
 from backend.models import JobState
@@ -50,18 +52,23 @@ async def _panel(
 
 
 @get("/", include_in_schema=False)
-async def index(request: Request[Any, Any, Any], services: Services) -> Template:
-    """The catalogue and the browser's downloads; sets the owner cookie on the first visit."""
+async def index(
+    request: Request[Any, Any, Any], services: Services, cursor: str | None = None
+) -> Template:
+    """A page of the catalogue and the browser's downloads; sets the owner cookie on the
+    first visit. `cursor` is the next-page link's (the JSON API's `next_cursor`)."""
     browser = browser_owner(request, services.settings)
     rows: list[CatalogueRow] = []
+    next_cursor = None
     catalogue_error = ""
     try:
-        rows = catalogue_rows(await services.storage.catalogue())
+        listing = await list_page(services.catalogue, Query(), cursor)
+        rows = catalogue_rows(listing.page.items)
+        next_cursor = listing.next_cursor
     except StorageError:
         catalogue_error = "The catalogue cannot be listed right now. Reload the page in a moment."
-    # Asked once: when storage just failed, cards name files by id instead of asking again.
-    names = {row.file_id: row for row in rows} if rows or catalogue_error else None
-    panel = await panel_context(services, browser.owner, "sse", names)
+    # When storage just failed, cards name files by id instead of asking again.
+    panel = await panel_context(services, browser.owner, "sse", {} if catalogue_error else None)
     # Without the catalogue the page is degraded, not broken: it still shows the browser's
     # downloads (ready ones can be fetched), but says 503 so monitors and proxies see it.
     degraded = {"Retry-After": "5"} if catalogue_error else {}
@@ -69,6 +76,7 @@ async def index(request: Request[Any, Any, Any], services: Services) -> Template
         "index.html",
         context={
             "rows": rows,
+            "next_cursor": next_cursor,
             "catalogue_error": catalogue_error,
             # Shown with the selection before submitting (catalogue.js).
             "max_files": services.settings.max_files_per_job,

@@ -51,7 +51,7 @@ async def job_head(request: Request[Any, Any, Any], services: Services, job_id: 
     names, count and archive name follow what the ZIP holds."""
     browser = browser_owner(request, services.settings)
     record = await find_job(services, job_id, browser.owner)
-    card = card_of(services, record, await catalogue_by_id(services))
+    card = card_of(services, record, await catalogue_by_id(services, [record]))
     return Template(HEAD_TEMPLATE, context={"card": card, "job": card.job}, headers=NO_STORE)
 
 

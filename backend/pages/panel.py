@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request
+from redis.exceptions import RedisError
 
 from backend.archivenames import card_filename
 from backend.models import JobRecord
@@ -22,7 +23,6 @@ from backend.pages.views import (
     job_view,
 )
 from backend.services import Services
-from backend.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +39,18 @@ class Card:
     archive_name: str = ""
 
 
-async def catalogue_by_id(services: Services) -> dict[int, CatalogueRow]:
-    """The catalogue by file id, or {} when storage cannot list it (cards fall back to ids)."""
+async def catalogue_by_id(
+    services: Services, records: Sequence[JobRecord]
+) -> dict[int, CatalogueRow]:
+    """The indexed files the jobs of `records` name, by file id; {} before the first index
+    or when Redis fails (cards fall back to ids)."""
+    wanted = sorted({file_id for record in records for file_id in record.file_ids})
     try:
-        return {row.file_id: row for row in catalogue_rows(await services.storage.catalogue())}
-    except StorageError as exc:
+        found = await services.catalogue.lookup(wanted)
+    except RedisError as exc:
         logger.warning("catalogue unavailable for job titles: %s", exc)
         return {}
+    return {row.file_id: row for row in catalogue_rows(list(found.values()))}
 
 
 def stream_url(records: Sequence[JobRecord]) -> str | None:
@@ -83,7 +88,7 @@ async def cards_context(
 ) -> dict[str, Any]:
     """The cards of `records` (the owner's list from `offset`) and where "Show older" goes."""
     if records and names is None:
-        names = await catalogue_by_id(services)
+        names = await catalogue_by_id(services, records)
     cards = [card_of(services, r, names or {}) for r in records]
     next_offset = offset + PANEL_JOBS
     more = await services.store.count_jobs_of(owner) > next_offset if records else False

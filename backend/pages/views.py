@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from backend.catalogue_index import IndexedFile
 from backend.failures import describe_skipped, plain_words
 from backend.models import JobRecord, JobState
-from backend.storage import SourceObject
 
 # What a person reads for each state; `data-state` keeps the machine value.
 STATE_LABELS: dict[str, str] = {
@@ -62,7 +62,7 @@ class CatalogueRow:
         return format_size(self.size)
 
 
-def catalogue_rows(sources: Sequence[SourceObject]) -> list[CatalogueRow]:
+def catalogue_rows(sources: Sequence[IndexedFile]) -> list[CatalogueRow]:
     return [CatalogueRow(s.file_id, s.name, s.size) for s in sources]
 
 

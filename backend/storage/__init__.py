@@ -107,6 +107,10 @@ class Storage:
         """An object's bytes (the source bucket's unless `bucket`), in chunks of `chunk_size`."""
         return self.store.read(bucket or self.source_bucket, key, chunk_size)
 
+    async def stat_source(self, key: str) -> ObjectInfo:
+        """A source object's size, last change and ETag, no bytes read (NoSuchObject if gone)."""
+        return await self.store.stat(self.source_bucket, key)
+
     async def put_source(self, file_id: int, name: str, data: bytes) -> None:
         """Store `data` in the source bucket as catalogue file `file_id` named `name`."""
         await self.sources.put(file_id, name, data)

@@ -113,6 +113,11 @@ class ObjectStore(Protocol):
         """The object's size in bytes; NoSuchObject if it is missing."""
         ...
 
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """The object's size, last change and ETag, reading none of its bytes (S3 HeadObject);
+        NoSuchObject if it is missing."""
+        ...
+
     async def delete(self, bucket: str, key: str) -> None:
         """Remove the object at `key`; removing a missing object succeeds (S3 DeleteObject)."""
         ...

@@ -96,6 +96,11 @@ class MemoryStore:
     async def size(self, bucket: str, key: str) -> int:
         return len(self._object(bucket, key).data)
 
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        stored = self._object(bucket, key)
+        etag = hashlib.md5(stored.data).hexdigest()
+        return ObjectInfo(key, len(stored.data), stored.modified, etag)
+
     async def delete(self, bucket: str, key: str) -> None:
         self._bucket(bucket).pop(key, None)
 

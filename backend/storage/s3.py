@@ -170,6 +170,13 @@ class S3Store:
             raise self.failure(f"stat {key!r}", exc) from exc
         return stat.size or 0
 
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        try:
+            stat = await self.client.stat_object(bucket, key)
+        except _TRANSPORT_ERRORS as exc:
+            raise self.failure(f"stat {key!r}", exc) from exc
+        return ObjectInfo(key, stat.size or 0, stat.last_modified, (stat.etag or "").strip('"'))
+
     async def delete(self, bucket: str, key: str) -> None:
         try:
             await self.client.remove_object(bucket, key)

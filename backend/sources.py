@@ -1,0 +1,67 @@
+"""Where a job's files are now: the index names each file's key, a HEAD gives its version.
+
+A job packs the files as they are when it runs, not as the catalogue index last saw them, and
+finds them without listing the source bucket:
+
+- the index in Redis (catalogue_index.py) maps file ids to keys and names;
+- one HEAD per file (S3 HeadObject, no bytes read) gives its current size, last change and
+  ETag, which make the archive's content address (reuse.py), and finds a file deleted since
+  the index was built, by name;
+- ids the index does not know (added since its last refresh, renamed, or no index yet) are
+  looked up in the bucket itself (Catalogue.resolve: a prefix listing each, or one listing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from backend.catalogue_index import CatalogueIndex, IndexedFile
+from backend.storage import NoSuchObject, SourceObject, Storage
+
+# HEADs in flight at once for one job: enough to hide latency, few enough for any S3.
+HEAD_CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The files found, in the order asked; the ids not found; the last known name of each."""
+
+    found: list[SourceObject]
+    missing: list[int]
+    names: dict[int, str] = field(default_factory=dict)
+
+
+async def resolve_sources(index: CatalogueIndex, storage: Storage, file_ids: list[int]) -> Resolved:
+    """The current source object of each of `file_ids` (StorageError when S3 fails)."""
+    indexed = await index.lookup(file_ids)
+    slots = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+    async def current(entry: IndexedFile) -> SourceObject | None:
+        async with slots:
+            try:
+                info = await storage.stat_source(entry.key)
+            except NoSuchObject:
+                return None
+        return SourceObject(
+            file_id=entry.file_id,
+            name=entry.name,
+            size=info.size,
+            key=entry.key,
+            modified=info.modified,
+            etag=info.etag,
+        )
+
+    heads = await asyncio.gather(*(current(indexed[i]) for i in file_ids if i in indexed))
+    by_id = {source.file_id: source for source in heads if source is not None}
+    # Not indexed, or gone from the key the index knows (perhaps under another name now).
+    unknown = [i for i in file_ids if i not in by_id]
+    if unknown:
+        listed, _ = await storage.resolve(unknown)
+        for source in listed:
+            by_id.setdefault(source.file_id, source)
+    return Resolved(
+        found=[by_id[i] for i in file_ids if i in by_id],
+        missing=[i for i in file_ids if i not in by_id],
+        names={i: entry.name for i, entry in indexed.items()},
+    )
