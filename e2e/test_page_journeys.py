@@ -5,6 +5,7 @@ Cancel and the phone's jump to "Your downloads". Real API, worker, Redis, S3 ser
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -413,8 +414,7 @@ async def test_files_gone_before_and_during_packing_are_named_and_progress_never
 
     skipped = job_card.get_by_test_id("job-skipped")
     await expect(skipped).to_contain_text("2 files could not be included")
-    # Gone before the job looked: the bucket no longer knows its name, so its id says which.
-    await expect(skipped).to_contain_text(f"file {gone_before.file_id} (no longer available)")
+    await expect(skipped).to_contain_text(f"{gone_before.name} (no longer available)")
     await expect(skipped).to_contain_text(f"{gone_during.name} (no longer available)")
     # Progress only ever went forward, on every update the page received.
     values = [e["value"] for e in await sse_log(page, job_id) if e["value"] is not None]
@@ -447,3 +447,72 @@ async def test_files_gone_before_and_during_packing_are_named_and_progress_never
 
 async def delete_source(storage: Storage, file_id: int, name: str) -> None:
     await storage.store.delete(storage.source_bucket, catalogue_key(file_id, name))
+
+
+async def refresh_index(services: Services) -> None:
+    """Make the catalogue index show the bucket now (a worker may hold the refresh lock)."""
+    for _ in range(100):
+        if await services.catalogue.refresh() is not None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the catalogue index could not be refreshed")
+
+
+async def test_search_sort_and_pages_keep_the_selection_across_pages(
+    page: Page, stack_services: Services
+) -> None:
+    storage = stack_services.storage
+    bulk = {6000 + i: f"bulk-{i:03d}.txt" for i in range(150)}
+    await asyncio.gather(*(storage.put_source(i, name, b"b" * i) for i, name in bulk.items()))
+    await refresh_index(stack_services)
+    try:
+        await page.goto("/")
+        count = page.get_by_test_id("catalogue-count")
+        await expect(count).to_have_text("Files 1–100 of 158")
+        await expect(page.get_by_test_id("catalogue-row")).to_have_count(100)
+        await box(page, 1).check()
+
+        await page.get_by_test_id("catalogue-next").click()
+        await expect(count).to_have_text("Files 101–158 of 158")
+        await expect(count).to_be_focused()
+        await expect(page.get_by_test_id("announcer")).to_have_text("Files 101–158 of 158")
+        await box(page, 6149).check()
+        summary = page.get_by_test_id("selection-summary")
+        await expect(summary).to_contain_text("2 files selected")
+        await page.get_by_test_id("catalogue-previous").click()
+        await expect(count).to_have_text("Files 1–100 of 158")
+        await expect(box(page, 1)).to_be_checked()
+
+        # Search by name: the rows, the count and the address follow as the person types.
+        await page.get_by_test_id("catalogue-search").fill("bulk-14")
+        await expect(count).to_have_text("Files 1–10 of 10 matching “bulk-14”")
+        assert "q=bulk-14" in page.url
+        await expect(box(page, 6149)).to_be_checked()
+        await box(page, 6140).check()
+        await page.get_by_test_id("catalogue-sort").select_option("size-desc")
+        rows = page.get_by_test_id("catalogue-row")
+        await expect(rows.first).to_have_attribute("data-file-id", "6149")
+        await expect(rows.last).to_have_attribute("data-file-id", "6140")
+        await page.get_by_test_id("catalogue-size").select_option("large")
+        await expect(count).to_have_text("No files match “bulk-14” in this size.")
+        await screenshot(page, "catalogue-search-empty")
+        await page.get_by_test_id("catalogue-size").select_option("")
+        await expect(summary).to_contain_text("3 files selected")
+
+        # One download of the files picked on three views of the catalogue.
+        await page.get_by_test_id("download-selected").click()
+        await expect(page.get_by_test_id("job-card")).to_have_count(1)
+        job_id = (await job_ids(page))[0]
+        job_card = await wait_for_state(page, job_id, "ready")
+        await expect(job_card.get_by_test_id("job-files")).to_have_text("3 of 3 files")
+        archive = await download_archive(page, job_card)
+        assert set(archive_digests(archive)) == {"alpha.txt", bulk[6149], bulk[6140]}
+        await screenshot(page, "catalogue-across-pages")
+    finally:
+        await asyncio.gather(
+            *(
+                storage.store.delete(storage.source_bucket, catalogue_key(i, name))
+                for i, name in bulk.items()
+            )
+        )
+        await refresh_index(stack_services)

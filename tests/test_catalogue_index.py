@@ -334,9 +334,7 @@ async def test_the_page_lists_the_first_page_and_links_the_next(
     assert first.status_code == 200
     rows = re.findall(r'data-testid="catalogue-row" data-file-id="(\d+)"', first.text)
     assert [int(r) for r in rows] == sorted(CATALOGUE_BY_ID) + [1000 + i for i in range(92)]
-    link = re.search(
-        r'<a href="(/\?cursor=[^"]+)" rel="next" data-testid="catalogue-next"', first.text
-    )
+    link = re.search(r'href="(/\?cursor=[^"]+)" rel="next"', first.text)
     assert link is not None
     second = await api.get(link.group(1).replace("&amp;", "&"))
     rows = re.findall(r'data-testid="catalogue-row" data-file-id="(\d+)"', second.text)

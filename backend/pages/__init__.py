@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.pages.catalogue import catalogue_results
 from backend.pages.downloads import (
     cancel,
     download,
@@ -22,6 +23,7 @@ def page_routes() -> list[Any]:
     """Route handlers of the browser pages, the operator's included."""
     return [
         index,
+        catalogue_results,
         downloads_panel,
         older_jobs,
         clear_finished,

@@ -13,14 +13,13 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Template
 
-from backend.catalogue_index import Query
-from backend.catalogue_listing import list_page
 from backend.downloads import InvalidInput, JobAlreadyFinished, cancel_job, download_url, find_job
 from backend.downloads import start_job as start_download_job
 from backend.models import JobState
 from backend.pages.browser import BrowserOwner, browser_owner, live_mode
+from backend.pages.catalogue import CURSOR, DEFAULT_SORT, SIZE, SORT, Q, catalogue_view
 from backend.pages.panel import LIVE_TEMPLATE, PANEL_TEMPLATE, panel_context
-from backend.pages.views import CatalogueRow, catalogue_rows, job_view
+from backend.pages.views import job_view
 from backend.retries import retry_job
 from backend.services import Services
 from backend.storage import StorageError
@@ -53,18 +52,20 @@ async def _panel(
 
 @get("/", include_in_schema=False)
 async def index(
-    request: Request[Any, Any, Any], services: Services, cursor: str | None = None
+    request: Request[Any, Any, Any],
+    services: Services,
+    q: Q = "",
+    sort: SORT = DEFAULT_SORT,
+    size: SIZE = "",
+    cursor: CURSOR = None,
 ) -> Template:
-    """A page of the catalogue and the browser's downloads; sets the owner cookie on the
-    first visit. `cursor` is the next-page link's (the JSON API's `next_cursor`)."""
+    """A page of the catalogue (search `q`, `size` band, `sort`, at `cursor`) and the
+    browser's downloads; sets the owner cookie on the first visit."""
     browser = browser_owner(request, services.settings)
-    rows: list[CatalogueRow] = []
-    next_cursor = None
+    view = None
     catalogue_error = ""
     try:
-        listing = await list_page(services.catalogue, Query(), cursor)
-        rows = catalogue_rows(listing.page.items)
-        next_cursor = listing.next_cursor
+        view = await catalogue_view(services, q, sort, size, cursor)
     except StorageError:
         catalogue_error = "The catalogue cannot be listed right now. Reload the page in a moment."
     # When storage just failed, cards name files by id instead of asking again.
@@ -75,8 +76,7 @@ async def index(
     return Template(
         "index.html",
         context={
-            "rows": rows,
-            "next_cursor": next_cursor,
+            "view": view,
             "catalogue_error": catalogue_error,
             # Shown with the selection before submitting (catalogue.js).
             "max_files": services.settings.max_files_per_job,

@@ -6,6 +6,7 @@
  *   and rows that come back on screen are ticked again.
  * - Shift+click ticks (or unticks) every row between the last clicked box and this one.
  * - "Select all" covers the rows on screen.
+ * - Paging moves focus to the results' count; paging and searching read the count out.
  * - The summary counts the selection against the per-download limit before anything is sent
  *   ("12 files selected · 3.4 MB · up to 1,000 per download"); over it, it says by how much.
  */
@@ -138,8 +139,36 @@
     render();
   });
 
+  // After a page link focus goes to the results' count (the link itself is gone); after a
+  // search or sort it stays in the field, and the count is read out either way.
+  var resultsBy = null;
+  document.addEventListener('htmx:beforeRequest', function (evt) {
+    var elt = evt.detail.elt;
+    if (!elt || !elt.closest) return;
+    if (elt.closest('[data-testid="catalogue-pager"]')) resultsBy = 'pager';
+    else if (elt.id === 'catalogue-query') resultsBy = 'query';
+  });
+
+  function announceResults() {
+    var count = document.getElementById('catalogue-count');
+    var region = document.getElementById('announcer');
+    if (!count || !region) return;
+    if (resultsBy === 'pager') count.focus();
+    region.textContent = '';
+    var text = count.textContent.trim();
+    setTimeout(function () { region.textContent = text; }, 120);
+  }
+
   // Rows swapped in (another page, a search) show the selection they are part of.
-  document.addEventListener('htmx:afterSettle', render);
+  document.addEventListener('htmx:afterSettle', function (evt) {
+    render();
+    var config = evt.detail && evt.detail.requestConfig;
+    var ours = config && typeof config.path === 'string' && config.path.indexOf('/catalogue') === 0;
+    if (resultsBy && ours) {
+      announceResults();
+      resultsBy = null;
+    }
+  });
   document.addEventListener('DOMContentLoaded', function () {
     load();
     render();
