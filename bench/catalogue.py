@@ -164,6 +164,18 @@ async def _measure(
                     ),
                     ("search, repeated q (cached)", lambda n: ("/v1/files?q=survey-plan", plain)),
                     ("GET / (page render)", lambda n: ("/", {"Accept": "text/html"})),
+                    # The page's own catalogue controls: a search typed into the page, and the
+                    # results htmx swaps in for a new search and for the next page.
+                    ("GET /?q=survey-plan (page, a search)", lambda n: ("/?q=survey-plan", plain)),
+                    (
+                        "GET /catalogue?q=… (htmx results, new q)",
+                        # Other numbers than the API's row, so no result is cached yet.
+                        lambda n: (f"/catalogue?q={(n * 104729 + 17) % count:06d}", plain),
+                    ),
+                    (
+                        "GET /catalogue?cursor=… (htmx, next page)",
+                        lambda n: (f"/catalogue?cursor={deep}", plain),
+                    ),
                 ]
                 for label, make in rows:
                     await _timed(client, 3, make)  # warm up the route
