@@ -459,8 +459,9 @@ async def refresh_index(services: Services) -> None:
 
 
 async def test_search_sort_and_pages_keep_the_selection_across_pages(
-    page: Page, stack_services: Services
+    axe_context: BrowserContext, stack_services: Services
 ) -> None:
+    page = await axe_context.new_page()
     storage = stack_services.storage
     bulk = {6000 + i: f"bulk-{i:03d}.txt" for i in range(150)}
     await asyncio.gather(*(storage.put_source(i, name, b"b" * i) for i, name in bulk.items()))
@@ -476,6 +477,7 @@ async def test_search_sort_and_pages_keep_the_selection_across_pages(
         await expect(count).to_have_text("Files 101–158 of 158")
         await expect(count).to_be_focused()
         await expect(page.get_by_test_id("announcer")).to_have_text("Files 101–158 of 158")
+        await assert_no_axe_violations(page, "second catalogue page")
         await box(page, 6149).check()
         summary = page.get_by_test_id("selection-summary")
         await expect(summary).to_contain_text("2 files selected")
@@ -495,6 +497,7 @@ async def test_search_sort_and_pages_keep_the_selection_across_pages(
         await expect(rows.last).to_have_attribute("data-file-id", "6140")
         await page.get_by_test_id("catalogue-size").select_option("large")
         await expect(count).to_have_text("No files match “bulk-14” in this size.")
+        await assert_no_axe_violations(page, "a search with no match")
         await screenshot(page, "catalogue-search-empty")
         await page.get_by_test_id("catalogue-size").select_option("")
         await expect(summary).to_contain_text("3 files selected")
