@@ -88,7 +88,12 @@
     template.innerHTML = html.trim();
     var card = template.content.firstElementChild;
     var current = panel();
-    if (!card || !card.id || !current || document.getElementById(card.id)) return;
+    if (!card || !card.id || !current) return;
+    if (document.getElementById(card.id)) {
+      // This tab started it (its card came with the answer), and it may have moved on since.
+      refreshCard(card);
+      return;
+    }
     if (mode === 'poll') {
       // The card came rendered for the stream; the panel renders it for polling instead.
       reloadPanel();
@@ -104,6 +109,18 @@
     }
     htmx.swap(list, html, { swapStyle: 'afterbegin', swapDelay: 0, settleDelay: 0 });
     if (leader) listenForCards();
+  }
+
+  function refreshCard(card) {
+    var fresh = card.querySelector('[data-testid="job-live"]');
+    var target = document.getElementById(fresh ? fresh.id : '');
+    if (!fresh || !target || !target.hasAttribute('data-live-event')) return;
+    if (!fresh.hasAttribute('data-live-event')) target.removeAttribute('data-live-event');
+    htmx.swap(target, fresh.innerHTML, { swapStyle: 'innerHTML', swapDelay: 0, settleDelay: 0 });
+    target.dispatchEvent(new CustomEvent('htmx:sseMessage', {
+      bubbles: true,
+      detail: { type: 'job-new', data: fresh.innerHTML }
+    }));
   }
 
   /* ---- The stream (leader only) ---------------------------------------------------- */
