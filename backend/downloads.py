@@ -21,6 +21,7 @@ from backend.jobevents import JobEventName, ended_event, is_terminal_event
 from backend.jobs import ActiveJobsLimit, parse_event_id
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, status_of
 from backend.owners import PUBLIC_OWNER, may_read
+from backend.queueplaces import queue_position
 from backend.services import Services
 
 _JOB_ID_LENGTH = 32
@@ -175,7 +176,9 @@ async def public_status(services: Services, record: JobRecord) -> JobStatus:
     if record.status is JobState.READY and record.archive_key:
         url = await download_url(services, record)
         return status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
-    return status_of(record)
+    status = status_of(record)
+    status.queue_position = await queue_position(services, record)
+    return status
 
 
 async def download_url(services: Services, record: JobRecord) -> str:

@@ -1,5 +1,5 @@
 """The browser's one live stream (pages/livefeed.py) and the place of a queued job
-(queue.waiting_ahead, pages/queueinfo.py), against real Redis and the real API and worker."""
+(queue.waiting_ahead, backend/queueplaces.py), against real Redis and the real API and worker."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from backend import devstack, queue
+from backend.downloads import public_status
 from backend.models import JobRecord
-from backend.pages.queueinfo import NO_WORKER_TEXT, QueuePlace, ordinal, queue_places
+from backend.queueplaces import NO_WORKER_TEXT, QueuePlace, ordinal, queue_places
 from backend.services import Services
 from backend.settings import Settings
 from tests.test_pages import open_page, start_from_form
@@ -129,3 +130,18 @@ async def test_queue_places_say_the_place_or_that_no_worker_runs(
 )
 def test_ordinal(number: int, text: str) -> None:
     assert ordinal(number) == text
+
+
+async def test_status_of_a_queued_job_carries_its_queue_position(services: Services) -> None:
+    first, second = [await _queued(services) for _ in range(2)]
+    statuses = []
+    for job_id in (first, second):
+        record = await services.store.get(job_id)
+        assert record is not None
+        statuses.append(await public_status(services, record))
+    assert [s.queue_position for s in statuses] == [1, 2]
+    # Once a worker runs it, a job has no place in the queue.
+    await services.redis.set(queue.in_progress_key(first), "token", ex=60)
+    record = await services.store.get(first)
+    assert record is not None
+    assert (await public_status(services, record)).queue_position is None

@@ -18,8 +18,8 @@ from backend.downloads import start_job as start_download_job
 from backend.models import JobState
 from backend.pages.browser import BrowserOwner, browser_owner, live_mode
 from backend.pages.panel import LIVE_TEMPLATE, PANEL_TEMPLATE, panel_context
-from backend.pages.queueinfo import queue_places, queue_texts
 from backend.pages.views import CatalogueRow, catalogue_rows, job_view
+from backend.queueplaces import queue_places, queue_texts
 from backend.services import Services
 from backend.storage import StorageError
 

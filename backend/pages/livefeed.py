@@ -6,7 +6,7 @@ browser to hold this stream and shares its events with the other tabs over Broad
 For that the stream follows the owner, not a list of jobs fixed when it opened:
 
 - `job-<id>`: the live part of a job's card (HTML), whenever the job changes; for a job
-  waiting in the queue, also when its place in the queue changes (pages/queueinfo.py);
+  waiting in the queue, also when its place in the queue changes (backend/queueplaces.py);
 - `job-new`: a whole card (`<li>` HTML) for a job of the owner the stream had not seen, started
   in any tab (or by the API with the same owner), found by re-reading the owner's job index
   every RESCAN_SECONDS;
@@ -38,8 +38,8 @@ from backend.api.sse import Frame, event_stream
 from backend.events import EventHub
 from backend.models import JobRecord
 from backend.pages.panel import PANEL_JOBS, catalogue_by_id, render_card, render_live
-from backend.pages.queueinfo import queue_places
 from backend.pages.views import CatalogueRow
+from backend.queueplaces import queue_places
 from backend.services import Services
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from litestar import Request
 
 from backend.models import JobRecord
 from backend.pages.browser import LiveMode
-from backend.pages.queueinfo import queue_places, queue_texts
 from backend.pages.views import (
     CatalogueRow,
     JobCardView,
@@ -20,6 +19,7 @@ from backend.pages.views import (
     job_title,
     job_view,
 )
+from backend.queueplaces import queue_places, queue_texts
 from backend.services import Services
 from backend.storage import StorageError
 

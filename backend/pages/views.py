@@ -108,7 +108,7 @@ class JobCardView:
     archive_text: str
     created_iso: str
     created_text: str
-    # Why a queued job waits: its place in the queue (pages/queueinfo.py), or "".
+    # Why a queued job waits: its place in the queue (backend/queueplaces.py), or "".
     queue_text: str = ""
 
     @property

@@ -1,9 +1,9 @@
 """Why a queued job has not started: its place in the queue, or that no worker is running.
 
-Read from the queue (backend/queue.py) at render time, so a card and the JSON status say the
-same. No time estimate: job durations vary with the bytes of each job and the storage's speed,
-and nothing records them yet, so a figure would be a guess; the place and the number of jobs
-run at a time are facts.
+Read from the queue (backend/queue.py) when asked, so a card and the JSON status
+(`queue_position`) say the same. No time estimate: job durations vary with the bytes of each
+job and the storage's speed, and nothing records them yet, so a figure would be a guess; the
+place and the number of jobs run at a time are facts.
 """
 
 from __future__ import annotations
@@ -77,6 +77,19 @@ async def queue_places(services: Services, records: Sequence[JobRecord]) -> dict
         elif capacity == 0:
             places[job_id] = QueuePlace(position=1, capacity=0)
     return places
+
+
+async def queue_position(services: Services, record: JobRecord) -> int | None:
+    """The place of a queued job (1 = next to start) for the JSON status; None when it is not
+    waiting in the queue, or Redis cannot say."""
+    if not is_waiting_in_queue(record):
+        return None
+    try:
+        ahead = await queue.waiting_ahead(services.redis, services.settings, record.job_id)
+    except RedisError as exc:
+        logger.warning("queue position of %s unavailable: %s", record.job_id, exc)
+        return None
+    return None if ahead is None else ahead + 1
 
 
 def queue_texts(places: dict[str, QueuePlace]) -> dict[str, str]:
