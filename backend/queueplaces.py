@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,23 @@ class QueuePlace:
         return f"{ordinal(self.position)} in queue · {at_a_time}"
 
 
+# Live workers per queue, kept CAPACITY_TTL_SECONDS: counting them SCANs the keyspace, and
+# every browser stream with a queued job asks each second. Heartbeats are rewritten only every
+# HEARTBEAT_SECONDS anyway, so a second's staleness hides nothing.
+CAPACITY_TTL_SECONDS = 1.0
+capacity_cache: dict[str, tuple[float, int]] = {}
+
+
+async def _live_workers(services: Services) -> int:
+    key = services.settings.queue_name
+    cached = capacity_cache.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    workers, _ = await queue.live_workers(services.redis, services.settings)
+    capacity_cache[key] = (time.monotonic() + CAPACITY_TTL_SECONDS, workers)
+    return workers
+
+
 def ordinal(number: int) -> str:
     """`1st`, `2nd`, `3rd`, `4th`, `11th`, `22nd` (English ordinals)."""
     if 10 <= number % 100 <= 20:
@@ -61,7 +79,7 @@ async def queue_places(services: Services, records: Sequence[JobRecord]) -> dict
     if not waiting:
         return {}
     try:
-        workers, _ = await queue.live_workers(services.redis, services.settings)
+        workers = await _live_workers(services)
         aheads = await asyncio.gather(
             *(queue.waiting_ahead(services.redis, services.settings, j) for j in waiting)
         )
