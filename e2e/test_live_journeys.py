@@ -117,6 +117,13 @@ async def new_context(browser: Browser, stack: E2EStack) -> BrowserContext:
     return created
 
 
+def script_errors(context: BrowserContext) -> list[str]:
+    """Uncaught errors of every page the context opens from now on."""
+    errors: list[str] = []
+    context.on("page", lambda page: page.on("pageerror", lambda error: errors.append(str(error))))
+    return errors
+
+
 async def role(page: Page) -> str:
     value: str = await page.evaluate("() => document.documentElement.dataset.liveRole || ''")
     return value
@@ -126,6 +133,7 @@ async def test_eleven_tabs_share_one_stream_and_stay_live_and_a_closed_leader_ha
     browser: Browser, wide_stack: E2EStack
 ) -> None:
     context = await new_context(browser, wide_stack)
+    errors = script_errors(context)
     streams: list[str] = []
     context.on("request", lambda r: streams.append(r.url) if "/events?" in r.url else None)
     try:
@@ -200,6 +208,7 @@ async def test_eleven_tabs_share_one_stream_and_stay_live_and_a_closed_leader_ha
             re.compile(r"^\d+(st|nd|rd|th) in queue · 10 run at a time$")
         )
         await screenshot(watcher, "job-from-another-tab-queued")
+        assert errors == []
     finally:
         await context.close()
 
@@ -262,6 +271,7 @@ async def test_an_api_outage_says_reconnecting_and_recovery_clears_it_and_stale_
     browser: Browser, outage_stack: E2EStack
 ) -> None:
     context = await new_context(browser, outage_stack)
+    errors = script_errors(context)
     try:
         page = await context.new_page()
         await page.goto("/")
@@ -296,6 +306,7 @@ async def test_an_api_outage_says_reconnecting_and_recovery_clears_it_and_stale_
         )
         await expect(notice).to_be_hidden()
         await screenshot(page, "outage-recovered")
+        assert errors == []
     finally:
         await context.close()
 

@@ -37,6 +37,10 @@
   var CHECK_MS = 1000;
   var DEFAULT_PING_MS = 15000;
 
+  // Only the downloads page has jobs to follow (not /ops, not an error page). Deferred
+  // scripts run once the document is parsed, so the panel is there if the page has one.
+  if (!document.getElementById('downloads')) return;
+
   var root = document.documentElement;
   var shared = !!(navigator.locks && navigator.locks.request) && typeof BroadcastChannel === 'function';
   var channel = shared ? new BroadcastChannel(CHANNEL_NAME) : null;
