@@ -69,6 +69,7 @@ async def panel_context(
         # app.js/live.js open it (one per browser, shared by its tabs); polling pages have none.
         "stream_url": BROWSER_STREAM_URL if mode == "sse" else None,
         "ping_ms": int(services.settings.sse_ping_seconds * 1000),
+        "panel_jobs": PANEL_JOBS,
         "poll_every": f"{services.settings.sse_poll_fallback_seconds:g}s",
     }
 

@@ -112,6 +112,10 @@
       if (empty) empty.replaceWith(list); else current.appendChild(list);
     }
     htmx.swap(list, html, { swapStyle: 'afterbegin', swapDelay: 0, settleDelay: 0 });
+    // The panel shows the newest jobs only, as the server renders it.
+    var shown = list.querySelectorAll('[data-testid="job-card"]');
+    var limit = Number(current.dataset.panelJobs) || shown.length;
+    for (var i = limit; i < shown.length; i += 1) shown[i].remove();
     if (leader) listenForCards();
   }
 
