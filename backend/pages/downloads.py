@@ -21,6 +21,7 @@ from backend.models import JobState
 from backend.pages.browser import BrowserOwner, browser_owner, live_mode
 from backend.pages.panel import LIVE_TEMPLATE, PANEL_TEMPLATE, panel_context
 from backend.pages.views import CatalogueRow, catalogue_rows, job_view
+from backend.queueplaces import queue_places, queue_texts
 from backend.retries import retry_job
 from backend.services import Services
 from backend.storage import StorageError
@@ -112,9 +113,11 @@ async def job_live(request: Request[Any, Any, Any], services: Services, job_id: 
     browser = browser_owner(request, services.settings)
     record = await find_job(services, job_id, browser.owner)
     status_code = STOP_POLLING if record.status.is_terminal else 200
+    waiting = queue_texts(await queue_places(services, [record]))
+    view = job_view(record, queue_text=waiting.get(record.job_id, ""))
     return Template(
         LIVE_TEMPLATE,
-        context={"job": job_view(record), "oob": True},
+        context={"job": view, "oob": True},
         status_code=status_code,
         headers=NO_STORE,
     )

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from litestar import Request
 from redis.exceptions import RedisError
@@ -21,6 +20,7 @@ from backend.pages.views import (
     job_title,
     job_view,
 )
+from backend.queueplaces import queue_places, queue_texts
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 PANEL_JOBS = 20
 LIVE_TEMPLATE = "partials/job_live.html"
 PANEL_TEMPLATE = "partials/downloads.html"
+CARD_TEMPLATE = "partials/job_card.html"
+# The one stream of a browser (pages/livefeed.py): every job of the owner, new ones included.
+BROWSER_STREAM_URL = "/events?scope=browser"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,6 @@ async def catalogue_by_id(
     return {row.file_id: row for row in catalogue_rows(list(found.values()))}
 
 
-def stream_url(records: Sequence[JobRecord]) -> str | None:
-    """The one event stream of the page: every job still running, multiplexed."""
-    active = [r.job_id for r in records if not r.status.is_terminal]
-    return f"/events?{urlencode({'jobs': ','.join(active)})}" if active else None
-
-
 async def panel_context(
     services: Services,
     owner: str,
@@ -66,18 +63,42 @@ async def panel_context(
     records = await services.store.jobs_of(owner, limit=PANEL_JOBS)
     if records and names is None:
         names = await catalogue_by_id(services, records)
-    cards = [Card(job_title(r, names or {}), job_view(r)) for r in records]
+    waiting = queue_texts(await queue_places(services, records))
+    cards = [
+        Card(job_title(r, names or {}), job_view(r, queue_text=waiting.get(r.job_id, "")))
+        for r in records
+    ]
     return {
         "cards": cards,
         "live_mode": mode,
-        "stream_url": stream_url(records) if mode == "sse" else None,
+        # app.js/live.js open it (one per browser, shared by its tabs); polling pages have none.
+        "stream_url": BROWSER_STREAM_URL if mode == "sse" else None,
+        "ping_ms": int(services.settings.sse_ping_seconds * 1000),
+        "panel_jobs": PANEL_JOBS,
         "poll_every": f"{services.settings.sse_poll_fallback_seconds:g}s",
     }
 
 
-def render_live(request: Request[Any, Any, Any], record: JobRecord) -> str:
-    """The live part of a job card as HTML, for an SSE `data:` payload."""
+def _engine(request: Request[Any, Any, Any]) -> Any:
     engine = request.app.template_engine
     if engine is None:
         raise RuntimeError("the app has no template engine configured")
-    return str(engine.get_template(LIVE_TEMPLATE).render(job=job_view(record), oob=True))
+    return engine
+
+
+def render_live(request: Request[Any, Any, Any], record: JobRecord, queue_text: str = "") -> str:
+    """The live part of a job card as HTML, for an SSE `data:` payload."""
+    view = job_view(record, queue_text=queue_text)
+    return str(_engine(request).get_template(LIVE_TEMPLATE).render(job=view, oob=True))
+
+
+def render_card(
+    request: Request[Any, Any, Any],
+    record: JobRecord,
+    names: Mapping[int, CatalogueRow],
+    queue_text: str = "",
+) -> str:
+    """A whole job card (`<li>`) as the panel shows it in SSE mode, for a `job-new` event."""
+    card = Card(job_title(record, names), job_view(record, queue_text=queue_text))
+    template = _engine(request).get_template(CARD_TEMPLATE)
+    return str(template.render(card=card, live_mode="sse"))

@@ -130,6 +130,8 @@ class JobCardView:
     archive_text: str
     created_iso: str
     created_text: str
+    # Why a queued job waits: its place in the queue (backend/queueplaces.py), or "".
+    queue_text: str = ""
 
     @property
     def value_text(self) -> str:
@@ -137,7 +139,7 @@ class JobCardView:
         return f"{self.progress} percent, {self.files_text}"
 
 
-def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
+def job_view(record: JobRecord, now: float | None = None, queue_text: str = "") -> JobCardView:
     now = time.time() if now is None else now
     state = record.status
     waiting = record.waiting_to_retry
@@ -187,6 +189,7 @@ def job_view(record: JobRecord, now: float | None = None) -> JobCardView:
         archive_text=format_size(record.archive_size) if record.archive_size else "",
         created_iso=created.isoformat().replace("+00:00", "Z"),
         created_text=created.strftime("%H:%M UTC"),
+        queue_text=queue_text if state is JobState.QUEUED else "",
     )
 
 
