@@ -28,6 +28,7 @@ from backend.jobs import (
 from backend.metrics.api import job_submitted
 from backend.models import JobEvent, JobRecord, JobState, JobStatus, OnMissing, status_of
 from backend.owners import PUBLIC_OWNER, may_read
+from backend.queueplaces import queue_position
 from backend.services import Services
 from backend.webhooks.callbacks import check_callback_url
 from backend.webhooks.outbox import Outbox
@@ -207,6 +208,7 @@ async def public_status(services: Services, record: JobRecord) -> JobStatus:
         status = status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
     else:
         status = status_of(record)
+        status.queue_position = await queue_position(services, record)
     if record.callback_url:
         deliveries = await Outbox(services.redis, services.settings.key_prefix).of_job(
             record.job_id

@@ -204,6 +204,8 @@ class JobStatus(Struct, kw_only=True):
     # Set while the job's worker was lost and the job waits for another (its lease lapsed).
     stalled_at: float | None = None
     waiting_for_worker: bool = False
+    # While queued: 1 for the next job to start (jobs already running are not counted).
+    queue_position: int | None = None
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None

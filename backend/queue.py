@@ -72,6 +72,7 @@ __all__ = [
     "queue_key",
     "request_abort",
     "waiting",
+    "waiting_ahead",
     "worker_redis",
 ]
 
@@ -195,6 +196,36 @@ async def waiting(redis: Redis, settings: Settings) -> tuple[int, float | None]:
     if total == WAITING_SCAN_LIMIT:
         total = int(await redis.zcount(queue, "-inf", now_ms))
     return total - sum(1 for busy in running if busy), (idle[0] / 1000 if idle else None)
+
+
+# Past this many jobs ahead a place in the queue says little; the count stops there.
+_AHEAD_LIMIT = 500
+
+
+async def waiting_ahead(redis: Redis, settings: Settings, job_id: str) -> int | None:
+    """How many jobs due before `job_id` still wait for a worker (running ones left out), at
+    most 500; None when `job_id` is not in the queue or a worker runs it already.
+
+    arq keeps a job in the queue's zset while it runs (until it finishes), so the zset order
+    alone would count running jobs as ahead; their in-progress markers tell them apart.
+    """
+    queue = queue_key(settings)
+    score = await redis.zscore(queue, job_id)
+    if score is None or await redis.exists(in_progress_key(job_id)):
+        return None
+    ahead = [
+        _text(j)
+        for j in await redis.zrangebyscore(queue, "-inf", score, start=0, num=_AHEAD_LIMIT + 1)
+    ]
+    ahead = [j for j in ahead if j != job_id][:_AHEAD_LIMIT]
+    if not ahead:
+        return 0
+    running = await redis.mget([in_progress_key(j) for j in ahead])
+    return sum(marker is None for marker in running)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def live_workers(redis: Redis, settings: Settings) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import catalogue, enqueue, queueing, recovery, sse, throughput
 from bench.profiling import summarise
-from bench.report import Result, write_markdown
+from bench.report import Result, load_average, write_markdown
 from bench.stack import Stack, raise_open_file_limit, running_stack
 
 BenchFn = Callable[[Stack, bool], Awaitable[Result]]
@@ -75,14 +75,16 @@ def cli(argv: list[str] | None = None) -> int:
         runner: Callable[..., object] = uvloop.run
     except ImportError:
         runner = asyncio.run
+    load_before = load_average()
     results: list[Result] = runner(main(names, args.quick, args.profile))  # type: ignore[assignment]
+    state = f"load average (1 / 5 / 15 min) {load_before} before the run, {load_average()} after"
     target = args.write
     if target is None and not args.quick and args.only is None:
         target = ROOT / "BENCHMARKS.md"
     if target is not None:
         command = "python -m bench" + (" --quick" if args.quick else "")
         findings = Path(__file__).with_name("FINDINGS.md")
-        write_markdown(target, results, command, PREAMBLE, findings.read_text())
+        write_markdown(target, results, command, PREAMBLE, findings.read_text(), state)
         print(f"\nwrote {target}")
     return 0
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -114,8 +116,26 @@ async def _light_costs(stack: Stack, table: Table, duration: float) -> None:
     await redis.aclose()
 
 
+def redis_floor(stack: Stack, requests: int) -> float:
+    """Round trips per second one connection gets from this Redis (redis-benchmark, PING)."""
+    url = urlsplit(stack.redis.url)
+    done = subprocess.run(
+        [
+            "redis-benchmark",
+            *("-h", url.hostname or "127.0.0.1", "-p", str(url.port or 6379)),
+            *("-c", "1", "-n", str(requests), "-t", "ping", "-q"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    rates = [float(r) for r in re.findall(r"([0-9.]+) requests per second", done.stdout)]
+    return min(rates) if rates else float("nan")
+
+
 async def run(stack: Stack, quick: bool) -> Result:
     result = Result("enqueue", "1. Enqueue: capacity and cost of a POST")
+    floor = await asyncio.to_thread(redis_floor, stack, 2000 if quick else 50_000)
     light = Table(
         [
             "route",
@@ -161,6 +181,11 @@ async def run(stack: Stack, quick: bool) -> Result:
         result.target(
             "POST capacity, 2 processes / 1 process", f"{scale:.2f}", "≥ 1.7", scale >= 1.7
         )
+    result.notes.append(
+        f"Floor from the same run: one connection gets {floor:,.0f} round trips/s from this "
+        "Redis (redis-benchmark, PING), so a POST's 2 round trips alone would allow about "
+        f"{floor / 2:,.0f} POST/s on one connection; the static file is the HTTP floor."
+    )
     result.notes.append(
         "The load generator (one Python process, raw keep-alive sockets, bench/loadgen.py) runs "
         "on the same 2 cores as the API, Redis and the S3 server, so capacities are the "

@@ -105,14 +105,26 @@ def machine() -> str:
     )
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages (runnable processes, `uptime`'s)."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
 def write_markdown(
-    path: Path, results: list[Result], command: str, preamble: str, appendix: str = ""
+    path: Path,
+    results: list[Result],
+    command: str,
+    preamble: str,
+    appendix: str = "",
+    state: str = "",
 ) -> None:
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = [
         "# Benchmarks",
         "",
         f"Measured {today} on {machine()}, with `{command}`.",
+        *([f"Machine state: {state}."] if state else []),
         "",
         preamble.strip(),
         "",

@@ -14,6 +14,7 @@ import jwt
 import pytest
 
 from backend.seed import DEMO_FILES, seed_demo
+from backend.services import Services
 from backend.settings import load_settings
 from backend.storage import Storage
 from tests.cli_fixtures import (
@@ -39,6 +40,7 @@ def examples(heading: str = "### Examples: curl, httpx, httpx-sse") -> list[tupl
 
 LISTING = "### Examples: listing and trying again"
 LIBRARY = "## Python library"
+CATALOGUE = "### Examples: the catalogue a page at a time, missing files, a shared archive"
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,34 @@ async def test_readme_library_example_runs(
     if index == 0:
         assert "ready 100" in output
         assert "409 job" in output and "only failed, cancelled or expired" in output
+
+
+async def test_readme_catalogue_missing_and_reuse_examples_run(
+    demo_stack: CliStack, tmp_path: Path
+) -> None:
+    [(shell, paging), (python, reuse)] = examples(CATALOGUE)
+    assert (shell, python) == ("sh", "python")
+    # The demo files were added after this stack's index was first built: index them now,
+    # as the workers' next refresh would.
+    services = await Services.open(load_settings(demo_stack.env))
+    try:
+        await services.catalogue.refresh()
+    finally:
+        await services.close()
+    output = await run_example(demo_stack, shell, paging, tmp_path)
+    pages = [line for line in output.splitlines() if line.startswith('{"items":')]
+    # One file a page, by name, every file once; then the search.
+    names = [re.findall(r'"name":"([^"]+)"', page) for page in pages]
+    walked = [name for page in names[:-1] for name in page]
+    assert all(len(page) == 1 for page in names[:-1])
+    ids = [i for page in pages[:-1] for i in re.findall(r'"file_id":(\d+)', page)]
+    assert walked == sorted(walked, key=str.lower) and len(set(ids)) == len(ids) == len(walked)
+    assert {"logo.svg", "meeting-notes.md"} <= set(walked)
+    assert names[-1] == ["meeting-notes.md"]
+    assert "ready [{'file_id': 999999, 'name': '', 'reason': 'not_found'}] None" in output
+    assert "failed [{'file_id': 999999" in output and "asked to fail" in output
+
+    output = await run_example(demo_stack, python, reuse, tmp_path)
+    first, second, etag = output.splitlines()[-3:]
+    assert first.split()[1] != second.split()[1]
+    assert etag == "1 304"

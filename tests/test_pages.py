@@ -83,7 +83,7 @@ async def test_first_visit_sets_an_httponly_samesite_owner_cookie_once(
         assert 'data-testid="jobs-empty"' in again.text
 
 
-async def test_starting_from_the_form_returns_the_panel_with_one_stream_for_running_jobs(
+async def test_starting_from_the_form_returns_the_panel_naming_the_browser_stream(
     browser: httpx.AsyncClient,
 ) -> None:
     response = await browser.post("/downloads", data={"file_ids": ["1", "5"]})
@@ -91,14 +91,17 @@ async def test_starting_from_the_form_returns_the_panel_with_one_stream_for_runn
     job_id = JOB_ID.search(response.text).group(1)  # type: ignore[union-attr]
     assert 'id="downloads"' in response.text
     assert "alpha.txt and echo.log" in response.text
-    # The job may already be done (no throttle here); then the panel needs no stream.
-    if f'sse-swap="job-{job_id}"' in response.text:
-        assert f'sse-connect="/events?jobs={job_id}"' in response.text
+    # One stream per browser, whatever its jobs: live.js opens it in one tab only.
+    assert 'data-stream-url="/events?scope=browser"' in response.text
+    assert 'data-ping-ms="' in response.text
+    # The job may already be done (no throttle here); then its card listens no more.
+    if 'data-state="ready"' not in response.text:
+        assert f'data-live-event="job-{job_id}"' in response.text
     polling = await browser.post(
         "/downloads", data={"file_ids": ["2"]}, headers={"X-Live-Mode": "poll"}
     )
-    assert "sse-connect" not in polling.text
-    assert "sse-swap" not in polling.text
+    assert "data-stream-url" not in polling.text
+    assert "data-live-event" not in polling.text
 
 
 async def test_polling_panel_cards_poll_every_two_seconds_until_the_job_ends(

@@ -36,12 +36,14 @@ QUEUED: dict[str, Any] = {
     "processed_files": 0,
     "bytes_processed": 0,
     "attempt": 0,
+    "queue_position": 3,
     "created_at": 1795917627.1,
     **_FIGURES,
     **_URLS,
 }
 PROCESSING = QUEUED | {
     "status": "processing",
+    "queue_position": None,
     "progress": 42,
     "processed_files": 1,
     "bytes_processed": 3963617,

@@ -20,6 +20,7 @@ from backend.pages.browser import BrowserOwner, browser_owner, live_mode
 from backend.pages.catalogue import CURSOR, DEFAULT_SORT, SIZE, SORT, Q, catalogue_view
 from backend.pages.panel import LIVE_TEMPLATE, PANEL_TEMPLATE, panel_context
 from backend.pages.views import job_view
+from backend.queueplaces import queue_places, queue_texts
 from backend.retries import retry_job
 from backend.services import Services
 from backend.storage import StorageError
@@ -116,10 +117,15 @@ async def job_live(request: Request[Any, Any, Any], services: Services, job_id: 
     browser = browser_owner(request, services.settings)
     record = await find_job(services, job_id, browser.owner)
     status_code = STOP_POLLING if record.status.is_terminal else 200
-    job = job_view(record, link_ttl=services.settings.presign_ttl_seconds)
+    waiting = queue_texts(await queue_places(services, [record]))
+    view = job_view(
+        record,
+        queue_text=waiting.get(record.job_id, ""),
+        link_ttl=services.settings.presign_ttl_seconds,
+    )
     return Template(
         LIVE_TEMPLATE,
-        context={"job": job, "oob": True},
+        context={"job": view, "oob": True},
         status_code=status_code,
         headers=NO_STORE,
     )

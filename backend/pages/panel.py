@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from litestar import Request
 from redis.exceptions import RedisError
@@ -22,6 +21,7 @@ from backend.pages.views import (
     job_title,
     job_view,
 )
+from backend.queueplaces import queue_places, queue_texts
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 PANEL_JOBS = 20
 LIVE_TEMPLATE = "partials/job_live.html"
 PANEL_TEMPLATE = "partials/downloads.html"
+CARD_TEMPLATE = "partials/job_card.html"
+# The one stream of a browser (pages/livefeed.py): every job of the owner, new ones included.
+BROWSER_STREAM_URL = "/events?scope=browser"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +56,6 @@ async def catalogue_by_id(
     return {row.file_id: row for row in catalogue_rows(list(found.values()))}
 
 
-def stream_url(records: Sequence[JobRecord]) -> str | None:
-    """The one event stream of the page: every job still running, multiplexed."""
-    active = [r.job_id for r in records if not r.status.is_terminal]
-    return f"/events?{urlencode({'jobs': ','.join(active)})}" if active else None
-
-
 async def panel_context(
     services: Services,
     owner: str,
@@ -67,15 +64,25 @@ async def panel_context(
 ) -> dict[str, Any]:
     records = await services.store.jobs_of(owner, limit=PANEL_JOBS)
     context = await cards_context(services, owner, records, mode, names)
-    return {**context, "stream_url": stream_url(records) if mode == "sse" else None}
+    return {
+        **context,
+        # app.js/live.js open it (one per browser, shared by its tabs); polling pages have none.
+        "stream_url": BROWSER_STREAM_URL if mode == "sse" else None,
+        "ping_ms": int(services.settings.sse_ping_seconds * 1000),
+        "panel_jobs": PANEL_JOBS,
+    }
 
 
-def card_of(services: Services, record: JobRecord, names: Mapping[int, CatalogueRow]) -> Card:
+def card_of(
+    services: Services,
+    record: JobRecord,
+    names: Mapping[int, CatalogueRow],
+    queue_text: str = "",
+) -> Card:
     """A job's card: heading from the catalogue names at hand, live part as of now."""
     link_ttl = services.settings.presign_ttl_seconds
-    return Card(
-        job_title(record, names), job_view(record, link_ttl=link_ttl), card_filename(record, names)
-    )
+    view = job_view(record, queue_text=queue_text, link_ttl=link_ttl)
+    return Card(job_title(record, names), view, card_filename(record, names))
 
 
 async def cards_context(
@@ -89,7 +96,8 @@ async def cards_context(
     """The cards of `records` (the owner's list from `offset`) and where "Show older" goes."""
     if records and names is None:
         names = await catalogue_by_id(services, records)
-    cards = [card_of(services, r, names or {}) for r in records]
+    waiting = queue_texts(await queue_places(services, records))
+    cards = [card_of(services, r, names or {}, waiting.get(r.job_id, "")) for r in records]
     next_offset = offset + PANEL_JOBS
     more = await services.store.count_jobs_of(owner) > next_offset if records else False
     return {
@@ -101,11 +109,27 @@ async def cards_context(
     }
 
 
-def render_live(request: Request[Any, Any, Any], record: JobRecord) -> str:
-    """The live part of a job card as HTML, for an SSE `data:` payload."""
+def _engine(request: Request[Any, Any, Any]) -> Any:
     engine = request.app.template_engine
     if engine is None:
         raise RuntimeError("the app has no template engine configured")
+    return engine
+
+
+def render_live(request: Request[Any, Any, Any], record: JobRecord, queue_text: str = "") -> str:
+    """The live part of a job card as HTML, for an SSE `data:` payload."""
     link_ttl = request.app.state.services.settings.presign_ttl_seconds
-    job = job_view(record, link_ttl=link_ttl)
-    return str(engine.get_template(LIVE_TEMPLATE).render(job=job, oob=True))
+    view = job_view(record, queue_text=queue_text, link_ttl=link_ttl)
+    return str(_engine(request).get_template(LIVE_TEMPLATE).render(job=view, oob=True))
+
+
+def render_card(
+    request: Request[Any, Any, Any],
+    record: JobRecord,
+    names: Mapping[int, CatalogueRow],
+    queue_text: str = "",
+) -> str:
+    """A whole job card (`<li>`) as the panel shows it in SSE mode, for a `job-new` event."""
+    card = card_of(request.app.state.services, record, names, queue_text)
+    template = _engine(request).get_template(CARD_TEMPLATE)
+    return str(template.render(card=card, live_mode="sse"))

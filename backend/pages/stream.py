@@ -35,12 +35,14 @@ from backend.jobevents import is_terminal_event
 from backend.jobs import parse_event_id
 from backend.models import JobRecord
 from backend.pages.browser import browser_owner
+from backend.pages.livefeed import browser_stream
 from backend.pages.panel import PANEL_JOBS, render_live
 from backend.services import Services
 
 logger = logging.getLogger(__name__)
 
 DONE_EVENT = "done"
+BROWSER_SCOPE = "browser"
 _CHANGED, _ENDED, _BROKEN = "changed", "ended", "broken"
 
 
@@ -140,10 +142,19 @@ async def job_stream(
     hub: EventHub,
     client: str,
     jobs: Annotated[str, Parameter(query="jobs", required=False)] = "",
+    stream_scope: Annotated[str, Parameter(query="scope", required=False)] = "",
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
 ) -> ASGIApp:
-    """The page's event stream for `jobs` (the browser's own; others are left out)."""
+    """The page's event stream for `jobs` (the browser's own; others are left out), or with
+    `scope=browser` every job of the browser, new ones included (pages/livefeed.py)."""
     owner = browser_owner(request, services.settings).owner
+    if stream_scope == BROWSER_SCOPE:
+        return await browser_stream(request, services, hub, client, owner)
+    if stream_scope:
+        raise HTTPException(
+            status_code=400,
+            detail=f"scope: {stream_scope[:32]!r} is not a scope; the one is {BROWSER_SCOPE!r}",
+        )
     records = []
     for job_id in parse_job_ids(jobs):
         with contextlib.suppress(UnknownJob):

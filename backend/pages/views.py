@@ -139,6 +139,8 @@ class JobCardView:
     confirm_cancel: bool = False
     # Ended with files left out: the card's heading is rendered again to name the ZIP's own.
     refresh_head: bool = False
+    # Why a queued job waits: its place in the queue (backend/queueplaces.py), or "".
+    queue_text: str = ""
 
     @property
     def value_text(self) -> str:
@@ -147,10 +149,13 @@ class JobCardView:
 
 
 def job_view(
-    record: JobRecord, now: float | None = None, link_ttl: float | None = None
+    record: JobRecord,
+    now: float | None = None,
+    queue_text: str = "",
+    link_ttl: float | None = None,
 ) -> JobCardView:
-    """The card's live part at `now`; `link_ttl` (seconds a presigned link lasts) for ready
-    jobs' "link valid" note."""
+    """The card's live part at `now`; `queue_text` says why a queued job waits; `link_ttl`
+    (seconds a presigned link lasts) is for ready jobs' "link valid" note."""
     now = time.time() if now is None else now
     state = record.status
     waiting = record.waiting_to_retry
@@ -216,6 +221,7 @@ def job_view(
             and record.started_at is not None
             and now - record.started_at > CONFIRM_CANCEL_AFTER_SECONDS
         ),
+        queue_text=queue_text if state is JobState.QUEUED else "",
     )
 
 

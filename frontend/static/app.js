@@ -1,10 +1,7 @@
 /*
  * Longhaul pages: the little the server cannot do from HTML alone.
  *
- * - Live updates: the downloads panel holds one SSE stream (htmx sse extension). If it
- *   errors, or brings no message within a few seconds (blocked or buffered by a proxy), the
- *   page switches for good to polling: it asks the server for the panel again with
- *   `X-Live-Mode: poll`, and the server renders cards that poll `every 2s` until their job ends.
+ * - Live updates, the tab's title and notifications are in live.js and signals.js.
  * - Announces status changes once in the aria-live region (not every progress tick).
  * - Errors of actions in a notice: the form's own, next to its button, else the page's.
  *
@@ -13,60 +10,9 @@
 (function () {
   'use strict';
 
-  var SSE_FIRST_MESSAGE_MS = 3000;
-  var PANEL_RETRY_MS = 2000;
-  var liveMode = 'sse';
-  var watchedPanel = null;
-  var sseTimer = null;
   var knownLabels = new Map();
 
-  function panel() {
-    return document.getElementById('downloads');
-  }
-
-  /* ---- SSE, and the switch to polling ---------------------------------------------- */
-
-  function watchStream() {
-    var current = panel();
-    if (!current || current === watchedPanel) return;
-    watchedPanel = current;
-    clearTimeout(sseTimer);
-    if (liveMode === 'sse' && current.hasAttribute('sse-connect')) {
-      var wait = Number(current.dataset.sseTimeoutMs) || SSE_FIRST_MESSAGE_MS;
-      sseTimer = setTimeout(function () { switchToPolling('no event within ' + wait + ' ms'); }, wait);
-    }
-  }
-
-  function switchToPolling(reason) {
-    clearTimeout(sseTimer);
-    if (liveMode === 'poll') return;
-    liveMode = 'poll';
-    document.documentElement.dataset.liveMode = 'poll';
-    if (window.console) console.info('Longhaul: live updates by polling (' + reason + ')');
-    reloadPanel();
-  }
-
-  // Re-render the panel for the current live mode; htmx closes the old stream on swap.
-  function reloadPanel() {
-    var current = panel();
-    if (!current) return;
-    htmx.ajax('GET', '/downloads', { source: current, target: current, swap: 'outerHTML' })
-      .then(function () {
-        var now = panel();
-        if (liveMode === 'poll' && now && now.hasAttribute('sse-connect')) {
-          setTimeout(reloadPanel, PANEL_RETRY_MS); // the request failed: try again
-        }
-      });
-  }
-
-  document.addEventListener('htmx:sseMessage', function () {
-    clearTimeout(sseTimer);
-  });
-  document.addEventListener('htmx:sseError', function () {
-    switchToPolling('event stream error');
-  });
   document.addEventListener('htmx:configRequest', function (evt) {
-    evt.detail.headers['X-Live-Mode'] = liveMode;
     var csrf = document.querySelector('meta[name="csrf-token"]');
     if (csrf) evt.detail.headers['X-CSRFToken'] = csrf.content;
   });
@@ -83,13 +29,6 @@
     }).join('');
   }
   document.addEventListener('DOMContentLoaded', renewIdempotencyKey);
-  // A page restored from the back/forward cache shows old cards and has no stream.
-  window.addEventListener('pageshow', function (evt) {
-    if (evt.persisted) {
-      watchedPanel = null;
-      reloadPanel();
-    }
-  });
 
   /* ---- Announcements --------------------------------------------------------------- */
 
@@ -217,7 +156,6 @@
 
   document.addEventListener('htmx:load', function (evt) {
     localizeTimes(evt.detail.elt);
-    watchStream();
   });
   document.addEventListener('htmx:afterSettle', function () {
     announceChanges(false);
@@ -228,6 +166,5 @@
   document.addEventListener('DOMContentLoaded', function () {
     announceChanges(true);
     localizeTimes(document);
-    watchStream();
   });
 })();
