@@ -187,9 +187,10 @@ async def test_reload_mid_job_brings_the_card_back_and_it_completes_live(page: P
 
 async def test_two_jobs_at_once_both_complete(page: Page) -> None:
     first_files, second_files = [1, 3], [4, 5, 6]
-    await page.goto("/")
     streams: list[str] = []
+    # Listening before the page loads: the browser's stream may open before `goto` returns.
     page.on("request", lambda r: streams.append(r.url) if "/events?" in r.url else None)
+    await page.goto("/")
     first = await download_files(page, first_files)
     second = await download_files(page, second_files)
 
