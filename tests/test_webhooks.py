@@ -169,7 +169,7 @@ async def test_completed_job_delivers_a_signed_event_with_a_working_link(
     api: httpx.AsyncClient, receiver: Receiver
 ) -> None:
     job = await _start(api, [1, 5], receiver.url("/done?token=s3cr3t"))
-    assert job["callback_url"] == receiver.url("/done?token=…")
+    assert job["callback_url"] == receiver.url("/…?token=…")
 
     [delivery] = await deliveries(api, job["job_id"])
     hook = only(receiver.on("/done"))
@@ -183,7 +183,7 @@ async def test_completed_job_delivers_a_signed_event_with_a_working_link(
     assert delivery["state"] == "delivered"
     assert delivery["attempts"] == 1 and delivery["last_status_code"] == 204
     assert delivery["delivered_at"] >= delivery["created_at"]
-    assert delivery["url"] == receiver.url("/done?token=…")
+    assert delivery["url"] == receiver.url("/…?token=…")
     assert receiver.refused == []
 
 
