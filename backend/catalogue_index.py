@@ -21,17 +21,15 @@ Redis keys (`<KEY_PREFIX>:catalogue:` …):
 | `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null]` |
 | `g:<n>:order:<sort>` | zset | file id -> its rank (0…) in `sort` order: id, name, size, modified |
 | `g:<n>:scan` | string | a line `<lower-case name>\\t<id>\\t<size>\\t<4 ranks>` per file |
-| `g:<n>:q:<digest>` | list | a search's matching ids in its sort order (TTL SEARCH_TTL) |
+| `g:<n>:m:<digest>` | string | a search's matches, packed (catalogue_search.py; TTL 120 s) |
 
 Search is a case-insensitive substring match on the name (Unicode lower-casing, done in
-Python when indexing and on the query), with optional size bounds. One Lua script searches the
-generation's `scan` text once per distinct search (a plain `string.find` over every line, so
-the cost is one pass of memory plus a little per match) and keeps the matches, ranked in the
-asked order, for SEARCH_TTL seconds, so the pages after the first are a ZRANGE like an
-unfiltered listing. The search runs inside Redis, which serves nobody else meanwhile: a few
-milliseconds for a narrow search of 100,000 names, more for one matching thousands (see
-bench/catalogue.py). Names in `scan` have tabs and line breaks turned into spaces, and a query
-may hold neither, so a match never spans two fields.
+Python when indexing and on the query), with optional size bounds. The scan of the
+generation's `scan` text depends on the lower-cased query alone: it runs once per (generation,
+query), in Lua calls of a bounded slice each so Redis serves others between them, and its
+matches are kept for two minutes; size bounds, sort and order are applied to the kept matches
+in the API process (catalogue_search.py). Names in `scan` have tabs and line breaks turned
+into spaces, and a query may hold neither, so a match never spans two fields.
 
 File ids are the catalogue's own (`<file_id>/<name>` keys, storage/catalogue.py); when two keys
 share an id, the first key in key order is the file, as a job resolving that id finds it.

@@ -19,6 +19,7 @@ positions (u32 × n, indexes into the first two arrays) in that order. 24 bytes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sys
 from array import array
@@ -214,7 +215,10 @@ class SearchCache:
             return local
         running = self._running.get(name)
         if running is not None:
-            return await asyncio.shield(running)
+            # Share a load already under way; if it failed (another client's search refused,
+            # say), this one tries for itself.
+            with contextlib.suppress(Exception):
+                return await asyncio.shield(running)
         future: asyncio.Future[Matches] = asyncio.get_running_loop().create_future()
         self._running[name] = future
         try:
@@ -226,7 +230,8 @@ class SearchCache:
             future.exception()
             raise
         finally:
-            del self._running[name]
+            if self._running.get(name) is future:
+                del self._running[name]
         self._local[name] = result
         while len(self._local) > LOCAL_MATCH_SETS:
             self._local.popitem(last=False)
@@ -244,7 +249,8 @@ class SearchCache:
             return Matches.unpack(raw)
         if admit is not None:
             await admit()
-        matches = Matches.from_lines(await self._scan(generation, text))
+        # Parsing 100,000 matches takes a while; a thread leaves the event loop to others.
+        matches = await asyncio.to_thread(Matches.from_lines, await self._scan(generation, text))
         await self.redis.set(key, matches.pack(), ex=SEARCH_TTL_SECONDS)
         return matches
 
