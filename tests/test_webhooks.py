@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,65 @@ class Receiver:
         return [r for r in self.received if r.path == path]
 
 
+class SlowReceiver:
+    """A hostile receiver on a free loopback port, verifying nothing: /drip answers 500 and
+    then a body that never ends, a byte every DRIP_SECONDS (each well inside any per-read
+    timeout); /huge answers 500 with a body of HUGE_BYTES. It counts the requests it is
+    answering at once."""
+
+    DRIP_SECONDS = 0.2
+    HUGE_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self.port = devstack.free_port()
+        self.dripping = asyncio.Event()
+        self.requests = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/drip", self._drip)
+        app.router.add_post("/huge", self._huge)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _drip(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.requests += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            response = web.StreamResponse(status=500)
+            await response.prepare(request)
+            self.dripping.set()
+            while True:  # until the sender hangs up: then the write raises
+                await response.write(b"x")
+                await asyncio.sleep(self.DRIP_SECONDS)
+        finally:
+            self.in_flight -= 1
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.requests += 1
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        chunk = b"y" * (1 << 20)
+        for _ in range(self.HUGE_BYTES >> 20):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
 @pytest.fixture(scope="module")
 async def webhook_env(
     redis_server: devstack.Process, s3_server: devstack.Process
@@ -139,6 +199,14 @@ async def api(webhook_stack: devstack.Process) -> AsyncIterator[httpx.AsyncClien
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     running = Receiver()
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def slow_receiver() -> AsyncIterator[SlowReceiver]:
+    running = SlowReceiver()
     await running.start()
     yield running
     await running.stop()
@@ -551,3 +619,66 @@ async def test_the_outbox_entry_is_written_with_the_terminal_event_and_only_then
     record.status = JobState.CANCELLED
     assert await store.save(record, ended_event(record)) is None
     assert [d.event for d in await outbox.of_job(record.job_id)] == ["failed"]
+
+
+def sending_services(services: Services, **settings: Any) -> Services:
+    """`services` as a webhook-sending worker sees them: the secret, this test's receivers on
+    loopback allowed, and `settings`."""
+    return dataclasses.replace(
+        services,
+        settings=services.settings.replace(
+            webhook_secret=SECRET, webhook_allowed_hosts="127.0.0.1", **settings
+        ),
+    )
+
+
+def failed_delivery(url: str) -> WebhookDelivery:
+    return WebhookDelivery(
+        webhook_id="msg_x_failed",
+        job_id="x",
+        event="failed",
+        url=url,
+        data='{"error": "e", "attempt": 1}',
+        created_at=time.time(),
+    )
+
+
+async def test_an_attempt_ends_at_its_time_limit_however_slowly_the_receiver_answers(
+    services: Services, slow_receiver: SlowReceiver
+) -> None:
+    worker_services = sending_services(services, webhook_timeout_seconds=1.0)
+    async with client_for(worker_services) as client:
+        # The receiver never finishes: without a limit on the whole exchange this never returns.
+        outcome = await asyncio.wait_for(
+            send(worker_services, client, failed_delivery(slow_receiver.url("/drip"))), 20
+        )
+    assert outcome.status_code == 500 and not outcome.final
+    assert outcome.error is not None
+    assert outcome.error.startswith("HTTP 500: x")
+    assert outcome.error.endswith("(the answer was cut off after 1 s)")
+
+    # The sender hung up: the receiver's write failed and its request ended.
+    async def answering() -> int:
+        return slow_receiver.in_flight
+
+    await eventually(answering, lambda n: n == 0)
+
+
+async def test_a_huge_error_body_is_not_read_into_memory(
+    services: Services, slow_receiver: SlowReceiver
+) -> None:
+    worker_services = sending_services(services)
+    tracemalloc.start()
+    try:
+        async with client_for(worker_services) as client:
+            outcome = await send(
+                worker_services, client, failed_delivery(slow_receiver.url("/huge"))
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.status_code == 500
+    assert outcome.error == "HTTP 500: " + "y" * 200
+    # The receiver's own 1 MiB chunk and socket buffers count here too; 64 MiB read whole
+    # (several copies as httpx joins and decodes it) would be far past this.
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB error body"
