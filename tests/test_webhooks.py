@@ -35,8 +35,9 @@ from backend.services import Services
 from backend.settings import load_settings
 from backend.storage import Storage
 from backend.webhooks.delivery import client_for, send
-from backend.webhooks.outbox import Outbox
-from backend.webhooks.records import WebhookDelivery
+from backend.webhooks.outbox import Outbox, member, outbox_key
+from backend.webhooks.records import DeliveryState, WebhookDelivery
+from backend.webhooks.sender import run_sender, stop_sender
 from tests.helpers import eventually, fetch, wait_for_status, zip_digests
 from tests.stack import CATALOGUE_BY_ID, env_for, seed_stack
 
@@ -643,6 +644,17 @@ def failed_delivery(url: str) -> WebhookDelivery:
     )
 
 
+async def ended_job(services: Services, callback_url: str) -> str:
+    """A job that has just failed with `callback_url`: its delivery is in the outbox, due now."""
+    record = JobRecord(
+        job_id=uuid.uuid4().hex, owner="public", file_ids=[999], callback_url=callback_url
+    )
+    await services.store.create(record)
+    record.status, record.error = JobState.FAILED, "boom"
+    assert await services.store.save(record, failed_event(record))
+    return record.job_id
+
+
 async def test_an_attempt_ends_at_its_time_limit_however_slowly_the_receiver_answers(
     services: Services, slow_receiver: SlowReceiver
 ) -> None:
@@ -682,3 +694,76 @@ async def test_a_huge_error_body_is_not_read_into_memory(
     # The receiver's own 1 MiB chunk and socket buffers count here too; 64 MiB read whole
     # (several copies as httpx joins and decodes it) would be far past this.
     assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB error body"
+
+
+async def test_a_receiver_that_never_finishes_answering_holds_back_no_other_delivery(
+    services: Services, receiver: Receiver, slow_receiver: SlowReceiver
+) -> None:
+    worker_services = sending_services(services, webhook_timeout_seconds=5.0)
+    outbox = Outbox(services.redis, services.settings.key_prefix)
+    slow_job = await ended_job(services, slow_receiver.url("/drip"))
+    sender = asyncio.create_task(run_sender(worker_services))
+    try:
+        await asyncio.wait_for(slow_receiver.dripping.wait(), 10)
+        job = await ended_job(services, receiver.url("/meanwhile"))
+        [delivered] = await eventually(
+            lambda: outbox.of_job(job), lambda ds: ds[0].state is DeliveryState.DELIVERED
+        )
+        # Delivered while the slow receiver's first attempt was still going: not yet recorded.
+        [slow] = await outbox.of_job(slow_job)
+        assert slow.attempts == 0 and slow_receiver.in_flight == 1
+        assert delivered.attempts == 1 and len(receiver.on("/meanwhile")) == 1
+        # Then the slow attempt ends at its limit, recorded with the status it got.
+        [slow] = await eventually(lambda: outbox.of_job(slow_job), lambda ds: ds[0].attempts > 0)
+    finally:
+        await stop_sender(sender)
+    assert (slow.state, slow.last_status_code) == (DeliveryState.PENDING, 500)
+    assert slow.last_error is not None and slow.last_error.endswith("cut off after 5 s)")
+
+
+async def test_two_senders_never_send_one_delivery_at_once(
+    services: Services, slow_receiver: SlowReceiver
+) -> None:
+    # Attempts at 0 s, 2 s and 5 s (give or take the senders' polling), each cut off after
+    # 1 s; the next (at 10 s) falls past 8 s.
+    worker_services = sending_services(
+        services, webhook_timeout_seconds=1.0, webhook_retry_for_seconds=8
+    )
+    outbox = Outbox(services.redis, services.settings.key_prefix)
+    job = await ended_job(services, slow_receiver.url("/drip"))
+    senders = [asyncio.create_task(run_sender(worker_services)) for _ in range(2)]
+    try:
+        [delivery] = await eventually(
+            lambda: outbox.of_job(job),
+            lambda ds: ds[0].state is not DeliveryState.PENDING,
+            timeout=30,
+        )
+    finally:
+        for sender in senders:
+            await stop_sender(sender)
+    # Each attempt held its claim until it was recorded: one request at a time, each recorded.
+    assert slow_receiver.most_in_flight == 1
+    assert delivery.state is DeliveryState.FAILED
+    assert delivery.attempts == slow_receiver.requests == 3
+    assert delivery.last_error is not None and delivery.last_error.startswith("gave up after 3")
+    assert await services.redis.zscore(outbox_key(outbox.prefix), member(job, "failed")) is None
+
+
+async def test_a_receiver_that_never_finishes_answering_does_not_stop_the_workers_webhooks(
+    api: httpx.AsyncClient, receiver: Receiver, slow_receiver: SlowReceiver
+) -> None:
+    slow = await _start(api, [5], slow_receiver.url("/drip"))
+    await asyncio.wait_for(slow_receiver.dripping.wait(), 30)
+    job = await _start(api, [5], receiver.url("/innocent"))
+    [delivery] = await deliveries(api, job["job_id"])
+    assert delivery["state"] == "delivered" and len(receiver.on("/innocent")) == 1
+    # The slow receiver's attempts (0 s and 3 s, each cut off after 2 s) ended, then it was
+    # given up: the next (at 7 s) falls past WEBHOOK_RETRY_FOR_SECONDS.
+    [given_up] = await deliveries(api, slow["job_id"])
+    assert (given_up["state"], given_up["attempts"], given_up["last_status_code"]) == (
+        "failed",
+        2,
+        500,
+    )
+    assert given_up["last_error"].endswith("(the answer was cut off after 2 s)")
+    assert slow_receiver.requests == 2

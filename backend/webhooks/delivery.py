@@ -1,4 +1,5 @@
-"""The worker's webhook sender: claim due deliveries, POST them signed, record each outcome.
+"""One webhook attempt: POST a claimed delivery signed, and record its outcome (sender.py
+claims the due ones and runs attempts side by side).
 
 Outcomes, as Standard Webhooks advises: a 2xx answer is delivered; `410 Gone` means the
 receiver wants no more and the delivery stops; any other answer, a timeout or a connection
@@ -16,7 +17,6 @@ The body is built at each attempt, so a `completed` link is always freshly presi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -41,9 +41,6 @@ from backend.webhooks.ssrf import IPAddress, UnsafeCallback, connect_addresses, 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 600.0
-# Deliveries sent at once by one worker, and how often an idle sender looks for due ones.
-BATCH = 16
-POLL_SECONDS = 0.5
 # A receiver's answer is read for its status; of an error's body this much is kept, and no more
 # bytes are read than these characters can take in UTF-8 (a 500 MiB body stays on the wire).
 _ERROR_BODY_CHARS = 200
@@ -292,39 +289,3 @@ def client_for(services: Services) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
-
-
-async def deliver_due(
-    services: Services, outbox: Outbox, client: httpx.AsyncClient, limit: int = BATCH
-) -> int:
-    """Claim the deliveries due now and make one attempt at each; returns how many."""
-    # Held past the longest an attempt can take (every address of the host timing out).
-    hold = services.settings.webhook_timeout_seconds * 4 + 10
-    claimed = await outbox.claim(time.time(), hold, limit)
-    await asyncio.gather(*(deliver(services, outbox, client, j, e) for j, e in claimed))
-    return len(claimed)
-
-
-async def run_sender(services: Services) -> None:
-    """Deliver webhooks until cancelled (a worker's background task), outliving Redis outages."""
-    outbox = Outbox(services.redis, services.settings.key_prefix)
-    async with client_for(services) as client:
-        while True:
-            try:
-                sent = await deliver_due(services, outbox, client)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A delivery left claimed is due again when its claim lapses: nothing is lost.
-                logger.warning("webhook sender: %s", exc)
-                sent = 0
-            if sent < BATCH:
-                await asyncio.sleep(POLL_SECONDS)
-
-
-async def stop_sender(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
