@@ -87,7 +87,7 @@ class Settings:
     webhook_allowed_hosts: str = ""
     # A delivery is retried with exponential backoff for at most this long after its event.
     webhook_retry_for_seconds: int = 3600
-    # One delivery attempt's time limit (connect, send, and read the answer).
+    # One delivery attempt's time limit in total (connect, send, and read the answer).
     webhook_timeout_seconds: float = 10.0
     # Error reports to Sentry (errorreporting.py), off while the DSN is empty. Traces are
     # OpenTelemetry's (tracing.py), so Sentry gets none unless a sample rate asks for them.

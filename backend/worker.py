@@ -31,7 +31,7 @@ from backend.queue import (
 from backend.runner import job_function
 from backend.services import Services
 from backend.settings import Settings, load_settings
-from backend.webhooks.delivery import run_sender, stop_sender
+from backend.webhooks.sender import run_sender, stop_sender
 
 logger = logging.getLogger(__name__)
 
