@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -53,8 +55,16 @@ def run_api(processes: int | None = None) -> None:
         uvicorn.run(create_app(settings), **options)
         return
     # uvicorn's process manager spawns each process fresh and builds the app there from an
-    # import string: tracing exporters and Redis pools must not cross a fork.
-    uvicorn.run("backend.app:app_from_environment", factory=True, workers=processes, **options)
+    # import string: tracing exporters and Redis pools must not cross a fork. Their metrics
+    # meet in one directory, so that any process answers a scrape for all (metrics/api.py).
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    if own_metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="longhaul-api-metrics-")
+    try:
+        uvicorn.run("backend.app:app_from_environment", factory=True, workers=processes, **options)
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
 def run_worker() -> None:

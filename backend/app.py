@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from backend.api.listing import list_downloads, retry_download
 from backend.api.webhook_docs import WEBHOOKS
 from backend.edges import wrap_every_answer
 from backend.events import EventHub
+from backend.metrics import api as metrics_api
 from backend.metrics.http import metrics
 from backend.pages import page_routes
 from backend.routes import CSRF_EXEMPT_GROUPS, DOCS_PATH, STATIC_PATH, path_patterns
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await hub.stop()
             await services.close()
             errorreporting.flush()
+            metrics_api.process_ended(os.getpid())
 
     app = Litestar(
         route_handlers=[
@@ -182,7 +185,6 @@ def _exit_with_parent() -> None:
     """
     import ctypes
     import multiprocessing
-    import os
     import signal
     import sys
 

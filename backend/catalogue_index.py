@@ -21,17 +21,15 @@ Redis keys (`<KEY_PREFIX>:catalogue:` …):
 | `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null]` |
 | `g:<n>:order:<sort>` | zset | file id -> its rank (0…) in `sort` order: id, name, size, modified |
 | `g:<n>:scan` | string | a line `<lower-case name>\\t<id>\\t<size>\\t<4 ranks>` per file |
-| `g:<n>:q:<digest>` | list | a search's matching ids in its sort order (TTL SEARCH_TTL) |
+| `g:<n>:m:<digest>` | string | a search's matches, packed (catalogue_search.py; TTL 120 s) |
 
 Search is a case-insensitive substring match on the name (Unicode lower-casing, done in
-Python when indexing and on the query), with optional size bounds. One Lua script searches the
-generation's `scan` text once per distinct search (a plain `string.find` over every line, so
-the cost is one pass of memory plus a little per match) and keeps the matches, ranked in the
-asked order, for SEARCH_TTL seconds, so the pages after the first are a ZRANGE like an
-unfiltered listing. The search runs inside Redis, which serves nobody else meanwhile: a few
-milliseconds for a narrow search of 100,000 names, more for one matching thousands (see
-bench/catalogue.py). Names in `scan` have tabs and line breaks turned into spaces, and a query
-may hold neither, so a match never spans two fields.
+Python when indexing and on the query), with optional size bounds. The scan of the
+generation's `scan` text depends on the lower-cased query alone: it runs once per (generation,
+query), in Lua calls of a bounded slice each so Redis serves others between them, and its
+matches are kept for two minutes; size bounds, sort and order are applied to the kept matches
+in the API process (catalogue_search.py). Names in `scan` have tabs and line breaks turned
+into spaces, and a query may hold neither, so a match never spans two fields.
 
 File ids are the catalogue's own (`<file_id>/<name>` keys, storage/catalogue.py); when two keys
 share an id, the first key in key order is the file, as a job resolving that id finds it.
@@ -46,7 +44,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -54,6 +52,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.catalogue_search import SearchCache, window
 from backend.storage import Catalogue, SourceObject, StorageError
 
 logger = logging.getLogger(__name__)
@@ -69,73 +68,9 @@ REFRESH_LOCK_MS = 120_000
 # Pages of a replaced generation stay readable this long after the swap (at least), so a walk
 # through the pages that began before a refresh ends on the same snapshot.
 MIN_GRACE_SECONDS = 120
-SEARCH_TTL_SECONDS = 120
 # How long an API process waits for another process's first build before answering 503.
 FIRST_BUILD_WAIT_SECONDS = 10.0
 _WRITE_BATCH = 5_000
-
-# KEYS: the generation's scan text, the result list, and the result's count key.
-# ARGV: lower-case query ("" for none), min size (-1 none), max size (-1 none), TTL seconds,
-# which rank orders the result (1 id, 2 name, 3 size, 4 modified). Returns how many files
-# match; the result list (matching ids, ascending in that order) is kept for the TTL.
-_SEARCH = r"""
-local count = redis.call('GET', KEYS[3])
-if count then
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-  return tonumber(count)
-end
-local text = redis.call('GET', KEYS[1]) or ''
-local q, lo, hi, which = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-local bounded = lo >= 0 or hi >= 0
--- After the name's tab: id, size, then the four ranks; only the asked rank is captured.
-local ranks = {}
-for i = 1, 4 do ranks[i] = (i == which) and '(%d+)' or '%d+' end
-local fields = '^(%d+)\t(%d+)\t' .. table.concat(ranks, ',') .. '\n'
--- Lines are in id order, so for `which` 1 the matches arrive already in order.
-local ids, order, by_rank = {}, {}, {}
-local pos = 1
-while true do
-  local hit
-  if q == '' then
-    if pos > #text then break end
-    hit = pos
-  else
-    hit = string.find(text, q, pos, true)
-    if not hit then break end
-  end
-  local line_end = string.find(text, '\n', hit, true)
-  local tab = string.find(text, '\t', hit, true)
-  -- A hit in the name is followed by exactly the line's number fields; a hit inside a
-  -- number field is not, and the name before it did not match (find returns the first).
-  if tab < line_end then
-    local id, size, rank = string.match(text, fields, tab + 1)
-    if id then
-      size = bounded and tonumber(size) or 0
-      if not bounded or ((lo < 0 or size >= lo) and (hi < 0 or size <= hi)) then
-        if which == 1 then
-          ids[#ids + 1] = id
-        else
-          rank = tonumber(rank)
-          order[#order + 1] = rank
-          by_rank[rank] = id
-        end
-      end
-    end
-  end
-  pos = line_end + 1
-end
-if which ~= 1 then
-  table.sort(order)
-  for i, rank in ipairs(order) do ids[i] = by_rank[rank] end
-end
-for i = 1, #ids, 4000 do
-  redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + 3999, #ids)))
-end
-if #ids > 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-redis.call('SET', KEYS[3], #ids, 'EX', ARGV[4])
-return #ids
-"""
 
 # KEYS: the lock. ARGV: the holder's token. Deletes the lock only if the caller holds it.
 _UNLOCK = """
@@ -261,7 +196,7 @@ class CatalogueIndex:
         self.grace_seconds = max(MIN_GRACE_SECONDS, int(refresh_seconds * 4))
         # Refreshes an API process started aside (asyncio holds tasks weakly).
         self._background: set[asyncio.Task[None]] = set()
-        self._search = redis.register_script(_SEARCH)
+        self.search = SearchCache(redis, self.base)
         self._unlock = redis.register_script(_UNLOCK)
         self._extend = redis.register_script(_EXTEND)
 
@@ -431,42 +366,38 @@ class CatalogueIndex:
     async def exists(self, generation: int) -> bool:
         return bool(await self.redis.exists(self._key(generation, "files")))
 
-    async def page(self, query: Query, offset: int, limit: int, generation: int) -> Page:
-        """`limit` files of `query` from `offset` in `generation` (which must exist)."""
+    async def page(
+        self,
+        query: Query,
+        offset: int,
+        limit: int,
+        generation: int,
+        admit: Callable[[], Awaitable[None]] | None = None,
+    ) -> Page:
+        """`limit` files of `query` from `offset` in `generation` (which must exist).
+
+        A filtered query shares the scan of its lower-cased `q` (catalogue_search.py);
+        `admit` is awaited before a scan no one has kept runs (it may raise to refuse it).
+        """
+        file_ids: list[int] = []
         if query.filtered:
-            result = self._key(generation, f"q:{query.fingerprint}")
-            total = int(
-                await self._search(
-                    keys=[self._key(generation, "scan"), result, f"{result}:n"],
-                    args=[
-                        query.q.lower(),
-                        -1 if query.min_size is None else query.min_size,
-                        -1 if query.max_size is None else query.max_size,
-                        SEARCH_TTL_SECONDS,
-                        SORTS.index(query.sort) + 1,
-                    ],
-                )
+            matches, positions = await self.search.positions(
+                generation, query.q.lower(), query.sort, query.min_size, query.max_size, admit
             )
+            total = len(positions)
+            chosen = window(positions, offset, limit, query.order == "desc")
+            file_ids = [matches.ids[p] for p in chosen]
         else:
             result = self._key(generation, f"order:{query.sort}")
             total = int(await self.redis.zcard(result))
-        ids: list[bytes | str] = []
-        if total and offset < total:
-            if not query.filtered:
+            if total and offset < total:
                 ids = await self.redis.zrange(
                     result, offset, offset + limit - 1, desc=query.order == "desc"
                 )
-            elif query.order == "asc":
-                ids = await _done(self.redis.lrange(result, offset, offset + limit - 1))
-            else:
-                # Descending: the same list read from its end.
-                first = max(total - offset - limit, 0)
-                ids = list(
-                    reversed(await _done(self.redis.lrange(result, first, total - offset - 1)))
-                )
-        found = await self.lookup_in(generation, [int(_text(i) or 0) for i in ids])
+                file_ids = [int(_text(i) or 0) for i in ids]
+        found = await self.lookup_in(generation, file_ids)
         return Page(
-            items=[found[int(_text(i) or 0)] for i in ids if int(_text(i) or 0) in found],
+            items=[found[i] for i in file_ids if i in found],
             total=total,
             generation=generation,
             offset=offset,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -74,12 +75,18 @@ def check_query(query: Query) -> None:
 
 
 async def list_page(
-    index: CatalogueIndex, query: Query, cursor: str | None, limit: int = DEFAULT_LIMIT
+    index: CatalogueIndex,
+    query: Query,
+    cursor: str | None,
+    limit: int = DEFAULT_LIMIT,
+    admit: Callable[[], Awaitable[None]] | None = None,
 ) -> Listing:
     """The page of `query` at `cursor` (the first page without one), at most `limit` files.
 
+    `admit` is awaited before a search runs a scan no one has kept (CatalogueIndex.page).
     Raises InvalidInput (400) for a bad cursor or query, StorageError when there is no index
-    and the bucket cannot be listed to build one, RedisError when Redis fails.
+    and the bucket cannot be listed to build one, RedisError when Redis fails, and whatever
+    `admit` raises.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput("limit", f"must be 1 to {MAX_LIMIT}")
@@ -92,7 +99,7 @@ async def list_page(
             generation = None
     if generation is None:
         generation = await index.ensure()
-    page = await index.page(query, offset, limit, generation)
+    page = await index.page(query, offset, limit, generation, admit)
     following = page.next_offset
     next_cursor = None if following is None else encode_cursor(generation, following, query)
     etag = f'W/"{generation}-{query.fingerprint}-{offset}-{limit}"'

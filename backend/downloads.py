@@ -201,14 +201,19 @@ async def find_job(services: Services, job_id: str, requester: str) -> JobRecord
     return record
 
 
-async def public_status(services: Services, record: JobRecord) -> JobStatus:
-    """The JobStatus of a record, with a freshly presigned download URL when ready."""
+async def public_status(
+    services: Services, record: JobRecord, *, with_queue_position: bool = True
+) -> JobStatus:
+    """The JobStatus of a record, with a freshly presigned download URL when ready, and a
+    queued job's place in the queue unless `with_queue_position` is false (the answer to a
+    POST: finding the place costs Redis round trips a POST should not wait for)."""
     if record.status is JobState.READY and record.archive_key:
         url = await download_url(services, record)
         status = status_of(record, url, time.time() + services.settings.presign_ttl_seconds)
     else:
         status = status_of(record)
-        status.queue_position = await queue_position(services, record)
+        if with_queue_position:
+            status.queue_position = await queue_position(services, record)
     if record.callback_url:
         deliveries = await Outbox(services.redis, services.settings.key_prefix).of_job(
             record.job_id

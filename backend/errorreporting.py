@@ -143,10 +143,18 @@ def configure(
         # A cancellation is how asyncio stops work (a worker or API shutting down mid-task).
         if isinstance(exc, (asyncio.CancelledError, *expected)) or _seen_before(exc):
             return None
+        if _is_shutdown_notice(event):
+            return None
         tags = event.setdefault("tags", {})
         for name, value in context_fields().items():
             tags.setdefault(name, value)
         return scrub(_without_bodies(event), secrets)
+
+    def _is_shutdown_notice(event: Any) -> bool:
+        # uvicorn's own line when it cuts connections still open at the end of its graceful
+        # shutdown: open event streams always are, and a rollout is not an error.
+        message = str((event.get("logentry") or {}).get("message") or "")
+        return "timeout graceful shutdown exceeded" in message
 
     def before_send_transaction(event: Any, _hint: dict[str, Any]) -> Any:
         return scrub(event, secrets)

@@ -213,7 +213,7 @@ class JobStatus(Struct, kw_only=True):
     archive_expires_at: float | None = None
     status_url: str = ""
     events_url: str = ""
-    # The callback URL (query values hidden) and each delivery to it, oldest first.
+    # The callback URL (path, query values and fragment hidden) and each delivery to it.
     callback_url: str | None = None
     webhook_deliveries: list[WebhookDeliveryStatus] = msgspec.field(default_factory=list)
     # The ended job this one tries again with the same files; None for a job started afresh.

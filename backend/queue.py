@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import socket
 import time
 from typing import Any
@@ -248,6 +249,15 @@ class LeasedWorker(Worker):
     lease is no longer in the key leaves the job to its holder. A job this worker still runs
     is not started a second time beside itself either.
     """
+
+    # Set when SIGTERM or SIGINT reached this worker, so whoever runs it starts no other: a
+    # worker that never reached Redis has no main task for arq to cancel.
+    stop_requested = False
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stop_requested = True
+        super().handle_sig(signum)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

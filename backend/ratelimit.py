@@ -51,6 +51,19 @@ async def count_request(redis: Redis, prefix: str, client: str, limit: int) -> t
     return limit - int(used), reset
 
 
+async def admit_search(redis: Redis, prefix: str, client: str, limit: int) -> None:
+    """Count one new catalogue search (a scan of every name) for `client`; RateLimited past
+    `limit` a minute (CATALOGUE_SEARCHES_PER_MINUTE), Retry-After the window's end."""
+    remaining, reset = await count_request(redis, f"{prefix}:search", client, limit)
+    if remaining < 0:
+        raise RateLimited(
+            f"too many new catalogue searches: {limit} a minute per client "
+            f"(repeats, paging, size bounds and sorts of a recent search are not counted); "
+            f"retry in {reset} s",
+            reset,
+        )
+
+
 class StreamLease:
     """A slot among a client's open event streams; `release()` when the stream ends."""
 

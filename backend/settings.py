@@ -66,6 +66,9 @@ class Settings:
     catalogue_refresh_seconds: float = 30.0
     # Per client (token, else IP through the trusted proxy), shared by all API processes.
     rate_limit_per_minute: int = 600
+    # Catalogue searches per client per minute whose name text no one searched lately (each
+    # is a scan of every name in Redis); repeats, paging, size bounds and sorts are free.
+    catalogue_searches_per_minute: int = 30
     max_active_jobs_per_client: int = 20
     max_streams_per_client: int = 20
     # API bearer tokens: HS256 JWTs signed with this secret; empty turns tokens off.
@@ -84,7 +87,7 @@ class Settings:
     webhook_allowed_hosts: str = ""
     # A delivery is retried with exponential backoff for at most this long after its event.
     webhook_retry_for_seconds: int = 3600
-    # One delivery attempt's time limit (connect, send, and read the answer).
+    # One delivery attempt's time limit in total (connect, send, and read the answer).
     webhook_timeout_seconds: float = 10.0
     # Error reports to Sentry (errorreporting.py), off while the DSN is empty. Traces are
     # OpenTelemetry's (tracing.py), so Sentry gets none unless a sample rate asks for them.
@@ -161,6 +164,7 @@ ENVIRONMENT_NAMES: dict[str, str] = {
     "ARCHIVE_TTL_SECONDS": "archive_ttl_seconds",
     "CATALOGUE_REFRESH_SECONDS": "catalogue_refresh_seconds",
     "RATE_LIMIT_PER_MINUTE": "rate_limit_per_minute",
+    "CATALOGUE_SEARCHES_PER_MINUTE": "catalogue_searches_per_minute",
     "MAX_ACTIVE_JOBS_PER_CLIENT": "max_active_jobs_per_client",
     "MAX_STREAMS_PER_CLIENT": "max_streams_per_client",
     "JWT_SECRET": "jwt_secret",
@@ -268,6 +272,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("JOB_LEASE_SECONDS must be at least 1")
     if settings.catalogue_refresh_seconds < 1:
         raise SettingsError("CATALOGUE_REFRESH_SECONDS must be at least 1")
+    if settings.catalogue_searches_per_minute < 1:
+        raise SettingsError("CATALOGUE_SEARCHES_PER_MINUTE must be at least 1")
     if settings.s3_connect_timeout_seconds <= 0 or settings.s3_read_timeout_seconds <= 0:
         raise SettingsError("S3_CONNECT_TIMEOUT_SECONDS and S3_READ_TIMEOUT_SECONDS must be > 0")
     if not settings.retry_backoff_seconds:

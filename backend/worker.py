@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import signal
+import threading
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -30,7 +31,7 @@ from backend.queue import (
 from backend.runner import job_function
 from backend.services import Services
 from backend.settings import Settings, load_settings
-from backend.webhooks.delivery import run_sender, stop_sender
+from backend.webhooks.sender import run_sender, stop_sender
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +112,31 @@ def _serve_until_stopped(settings: Settings) -> None:
             worker.run()
             return
         except (RedisError, OSError) as exc:
-            logger.warning("worker lost Redis (%s); starting again in 1 s", exc)
             # arq skips on_shutdown when its close fails; without this every outage would
             # leave a lease watcher and a set of clients behind.
             with contextlib.suppress(Exception):
                 worker.loop.run_until_complete(_shutdown(worker.ctx))
-            time.sleep(1)
+            if getattr(worker, "stop_requested", False):
+                logger.info("stopped while Redis was away")
+                return
+            logger.warning("worker lost Redis (%s); starting again in 1 s", exc)
+            if _stop_signal_within(1.0):
+                logger.info("stopped while Redis was away")
+                return
+
+
+def _stop_signal_within(seconds: float) -> bool:
+    """Wait `seconds` for SIGTERM or SIGINT; whether one came.
+
+    Between two workers no event loop runs, and arq's loop handlers would swallow the signal.
+    """
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        return stop.wait(seconds)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

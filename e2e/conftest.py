@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from redis.asyncio import Redis
 
 from backend import devstack
 from backend.settings import load_settings
@@ -64,6 +65,22 @@ class E2EStack:
         finally:
             await storage.close()
 
+    async def forget_shared_archives(self) -> None:
+        """Drop the records of finished archives (reuse.py), as a fresh deployment has none: a
+        journey that asks for files an earlier one did must watch its job build, not find it
+        ready at once."""
+        redis = Redis.from_url(self.env["REDIS_URL"])
+        try:
+            prefix = self.env["KEY_PREFIX"]
+            records = [
+                key
+                async for key in redis.scan_iter(f"{prefix}:archive:*")
+                if not key.endswith(b":builder")
+            ]
+            await redis.delete(f"{prefix}:archives", *records)
+        finally:
+            await redis.aclose()
+
     async def stop_s3(self) -> None:
         await asyncio.to_thread(self.s3.stop)
 
@@ -110,6 +127,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def context(browser: Browser, e2e_stack: E2EStack) -> AsyncIterator[BrowserContext]:
     """A fresh browser profile per test: its own owner cookie, so its own jobs."""
+    await e2e_stack.forget_shared_archives()
     created = await browser.new_context(
         base_url=e2e_stack.url, viewport=DESKTOP, accept_downloads=True
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from backend import devstack
 from backend.services import Services
@@ -115,3 +116,31 @@ def test_workers_flag_must_be_positive() -> None:
     )
     assert run.returncode == 2
     assert "--workers: must be at least 1" in run.stderr
+
+
+async def test_any_process_answers_a_scrape_with_every_processs_figures(
+    two_process_api: devstack.Process,
+) -> None:
+    def files_requests(text: str) -> float:
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "longhaul_http_requests"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels.get("route") == "/v1/files"
+        )
+
+    clients = [httpx.AsyncClient(base_url=two_process_api.url, timeout=10) for _ in range(10)]
+    try:
+        # Ten connections at once, three requests each: both processes serve some.
+        for _ in range(3):
+            answers = await asyncio.gather(*(client.get("/v1/files") for client in clients))
+            assert {answer.status_code for answer in answers} == {200}
+        scrapes = await asyncio.gather(
+            *(client.get("/metrics") for client in clients for _ in range(2))
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    # Whichever process answered, the count is the whole API's.
+    assert {files_requests(scrape.text) for scrape in scrapes} == {30.0}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backend.client.cli import main
 from backend.client.commands import _describe
 from backend.client.errors import VerificationFailed
 from backend.client.follow import JobProgress
@@ -186,3 +189,44 @@ def test_status_names_each_skipped_file_with_its_reason() -> None:
         ],
     )
     assert "skipped   invoices-q3.zip (not_found), file 9 (not_found)" in _describe(status)
+
+
+def free_url() -> str:
+    """A URL nothing listens at: a command that sent a request would exit 3 (unreachable)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("kind", ["directory", "FIFO"])
+def test_download_to_a_directory_or_fifo_exits_2_naming_it_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    target = tmp_path / "target"
+    if kind == "directory":
+        target.mkdir()
+    else:
+        os.mkfifo(target)  # stands in for -o /dev/null, whose node a rename would replace
+    for job in (["5"], ["--job", "0" * 32]):
+        code = main(["--api", free_url(), "--json", "download", *job, "-o", str(target)])
+        body = json.loads(capsys.readouterr().out)
+        assert code == 2
+        assert body == {
+            "ok": False,
+            "error": f"path: {str(target)!r} is a {kind}, not a regular file",
+            "exit_code": 2,
+        }
+    assert not (tmp_path / "target.part").exists()
+    assert target.is_dir() if kind == "directory" else target.is_fifo()
+
+
+def test_download_under_a_file_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"keep")
+    out = a_file / "sub" / "out.zip"
+    code = main(["--api", free_url(), "download", "5", "-o", str(out)])
+    assert code == 2
+    assert f"path: {str(a_file)!r} (in {str(out)!r}) is not a directory" in capsys.readouterr().err
+    assert a_file.read_bytes() == b"keep"

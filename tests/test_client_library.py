@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import re
+import socket
+import stat
 import uuid
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from backend.client import (
     AsyncClient,
     Client,
     Downloaded,
+    InvalidArgument,
     JobFailed,
     JobProgress,
     JobState,
@@ -176,3 +181,76 @@ async def test_sync_client_refuses_to_run_inside_an_event_loop(cli_stack: CliSta
     with pytest.raises(RuntimeError, match="running event loop"):
         client.files()
     await asyncio.to_thread(client.close)
+
+
+async def test_download_refuses_a_path_that_is_not_a_regular_file_before_starting_a_job(
+    cli_stack: CliStack, tmp_path: Path
+) -> None:
+    # A FIFO and a socket stand in for /dev/null: renaming the archive over a special file
+    # would replace it with a regular one (as root, the system's /dev/null).
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "sock"))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"keep")
+    refused = {
+        fifo: "is a FIFO, not a regular file",
+        tmp_path / "sock": "is a socket, not a regular file",
+        folder: "is a directory, not a regular file",
+        a_file / "out.zip": f"path: {str(a_file)!r} (in {str(a_file / 'out.zip')!r}) is not a",
+    }
+    try:
+        async with AsyncClient(cli_stack.direct_url, token_for(cli_stack)) as client:
+            for path, message in refused.items():
+                with pytest.raises(InvalidArgument, match=re.escape(message)) as caught:
+                    await client.download([5], path)
+                assert isinstance(caught.value, ValueError)
+                assert not path.with_name(path.name + ".part").exists()
+            with pytest.raises(InvalidArgument, match="is a directory"):
+                await client.fetch("0" * 32, folder)
+            # Nothing was started for the refused paths.
+            assert [job async for job in client.list_jobs()] == []
+
+            # An existing regular file is replaced, and missing directories are made.
+            done = await client.download([5], a_file)
+            assert_saved(done, a_file, [5])
+            nested = tmp_path / "new" / "dir" / "out.zip"
+            assert_saved(await client.download([5], nested), nested, [5])
+    finally:
+        listener.close()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert stat.S_ISSOCK(os.stat(tmp_path / "sock").st_mode)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "job_id", ["../../files", "abc?x=1", "a" * 31 + "/", "A" * 32, "0" * 31, "0" * 33, ""]
+)
+async def test_job_ids_that_are_not_32_lowercase_hex_characters_are_refused_unsent(
+    tmp_path: Path, job_id: str
+) -> None:
+    # Before the fix, status("../../files") asked GET /v1/files and status("abc?x=1") asked
+    # about job "abc". Nothing listens at `nowhere`: a request that went out would raise
+    # Unreachable, not InvalidArgument.
+    nowhere = f"http://127.0.0.1:{devstack.free_port()}"
+    async with AsyncClient(nowhere, attempts=1) as client:
+        calls = [
+            client.status(job_id),
+            client.cancel(job_id),
+            client.retry(job_id),
+            client.follow(job_id),
+            client.follow(job_id, use_sse=False),
+            client.fetch(job_id, tmp_path / "out.zip", f"{nowhere}/archive.zip"),
+            client.download(None, tmp_path / "out.zip", job_id=job_id),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidArgument) as caught:
+                await call
+            assert isinstance(caught.value, ValueError)
+            assert str(caught.value) == (
+                f"job_id: {job_id!r} is not a job id (32 lowercase hex characters)"
+            )
+    assert not (tmp_path / "out.zip").exists()

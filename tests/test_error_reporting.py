@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -348,3 +351,51 @@ def test_reporting_is_off_without_a_dsn_and_bad_settings_name_their_variable() -
         load_settings({"SENTRY_DSN": "not a dsn"})
     with pytest.raises(SettingsError, match="SENTRY_TRACES_SAMPLE_RATE"):
         load_settings({"SENTRY_TRACES_SAMPLE_RATE": "1.5"})
+
+
+def _exits_within(process: devstack.Process, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not process.alive():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stopping_the_api_with_event_streams_open_reports_nothing(
+    sentry_receiver: SentryReceiver,
+    isolated_env: dict[str, str],
+    services: Services,
+    tmp_path: Path,
+) -> None:
+    """A rollout cuts the event streams still open (browsers reconnect): not an error."""
+    worker_env = {**isolated_env, "THROTTLE_BYTES_PER_SECOND": str(256 * 1024)}
+    worker = devstack.start_worker(worker_env, tmp_path, name="worker")
+    api = devstack.start_api({**isolated_env, "SENTRY_DSN": sentry_receiver.dsn}, tmp_path)
+    try:
+        job = httpx.post(
+            f"{api.url}/v1/download/async", json={"file_ids": [2, 8]}, timeout=10
+        ).json()["job_id"]
+
+        def follow() -> None:
+            try:
+                with httpx.stream(
+                    "GET", f"{api.url}/v1/download/subscribe/{job}", timeout=30
+                ) as stream:
+                    for _ in stream.iter_lines():
+                        pass
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=follow, daemon=True).start()
+        time.sleep(2)
+        api.signal(signal.SIGTERM)
+        assert _exits_within(api, 15)
+        time.sleep(1)
+        errors = [e for e in sentry_receiver.events() if e.get("level") == "error"]
+        assert not errors, [
+            (e.get("logentry") or {}).get("message") or e.get("message") for e in errors
+        ]
+    finally:
+        api.stop()
+        worker.stop()

@@ -379,6 +379,7 @@ async def test_dashboard_and_alerts_use_only_metrics_and_labels_real_scrapes_exp
         "LonghaulQueuedJobWaitingTooLong",
         "LonghaulJobFailureRatioHigh",
         "LonghaulNoLiveWorkers",
+        "LonghaulWorkersCannotReachRedis",
         "LonghaulApi5xxRatioHigh",
     }
     for rule in rules:

@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ from backend.services import Services
 from backend.settings import load_settings
 from backend.storage import Storage
 from backend.webhooks.delivery import client_for, send
-from backend.webhooks.outbox import Outbox
-from backend.webhooks.records import WebhookDelivery
+from backend.webhooks.outbox import Outbox, member, outbox_key
+from backend.webhooks.records import DeliveryState, WebhookDelivery
+from backend.webhooks.sender import run_sender, stop_sender
 from tests.helpers import eventually, fetch, wait_for_status, zip_digests
 from tests.stack import CATALOGUE_BY_ID, env_for, seed_stack
 
@@ -93,6 +95,65 @@ class Receiver:
         return [r for r in self.received if r.path == path]
 
 
+class SlowReceiver:
+    """A hostile receiver on a free loopback port, verifying nothing: /drip answers 500 and
+    then a body that never ends, a byte every DRIP_SECONDS (each well inside any per-read
+    timeout); /huge answers 500 with a body of HUGE_BYTES. It counts the requests it is
+    answering at once."""
+
+    DRIP_SECONDS = 0.2
+    HUGE_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self.port = devstack.free_port()
+        self.dripping = asyncio.Event()
+        self.requests = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/drip", self._drip)
+        app.router.add_post("/huge", self._huge)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _drip(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.requests += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            response = web.StreamResponse(status=500)
+            await response.prepare(request)
+            self.dripping.set()
+            while True:  # until the sender hangs up: then the write raises
+                await response.write(b"x")
+                await asyncio.sleep(self.DRIP_SECONDS)
+        finally:
+            self.in_flight -= 1
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.requests += 1
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        chunk = b"y" * (1 << 20)
+        for _ in range(self.HUGE_BYTES >> 20):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
 @pytest.fixture(scope="module")
 async def webhook_env(
     redis_server: devstack.Process, s3_server: devstack.Process
@@ -144,6 +205,14 @@ async def receiver() -> AsyncIterator[Receiver]:
     await running.stop()
 
 
+@pytest.fixture
+async def slow_receiver() -> AsyncIterator[SlowReceiver]:
+    running = SlowReceiver()
+    await running.start()
+    yield running
+    await running.stop()
+
+
 async def deliveries(api: httpx.AsyncClient, job_id: str, count: int = 1) -> list[dict[str, Any]]:
     """The job's `webhook_deliveries` once `count` of them have stopped being pending."""
     body = await eventually(
@@ -169,7 +238,7 @@ async def test_completed_job_delivers_a_signed_event_with_a_working_link(
     api: httpx.AsyncClient, receiver: Receiver
 ) -> None:
     job = await _start(api, [1, 5], receiver.url("/done?token=s3cr3t"))
-    assert job["callback_url"] == receiver.url("/done?token=…")
+    assert job["callback_url"] == receiver.url("/…?token=…")
 
     [delivery] = await deliveries(api, job["job_id"])
     hook = only(receiver.on("/done"))
@@ -183,7 +252,7 @@ async def test_completed_job_delivers_a_signed_event_with_a_working_link(
     assert delivery["state"] == "delivered"
     assert delivery["attempts"] == 1 and delivery["last_status_code"] == 204
     assert delivery["delivered_at"] >= delivery["created_at"]
-    assert delivery["url"] == receiver.url("/done?token=…")
+    assert delivery["url"] == receiver.url("/…?token=…")
     assert receiver.refused == []
 
 
@@ -551,3 +620,150 @@ async def test_the_outbox_entry_is_written_with_the_terminal_event_and_only_then
     record.status = JobState.CANCELLED
     assert await store.save(record, ended_event(record)) is None
     assert [d.event for d in await outbox.of_job(record.job_id)] == ["failed"]
+
+
+def sending_services(services: Services, **settings: Any) -> Services:
+    """`services` as a webhook-sending worker sees them: the secret, this test's receivers on
+    loopback allowed, and `settings`."""
+    return dataclasses.replace(
+        services,
+        settings=services.settings.replace(
+            webhook_secret=SECRET, webhook_allowed_hosts="127.0.0.1", **settings
+        ),
+    )
+
+
+def failed_delivery(url: str) -> WebhookDelivery:
+    return WebhookDelivery(
+        webhook_id="msg_x_failed",
+        job_id="x",
+        event="failed",
+        url=url,
+        data='{"error": "e", "attempt": 1}',
+        created_at=time.time(),
+    )
+
+
+async def ended_job(services: Services, callback_url: str) -> str:
+    """A job that has just failed with `callback_url`: its delivery is in the outbox, due now."""
+    record = JobRecord(
+        job_id=uuid.uuid4().hex, owner="public", file_ids=[999], callback_url=callback_url
+    )
+    await services.store.create(record)
+    record.status, record.error = JobState.FAILED, "boom"
+    assert await services.store.save(record, failed_event(record))
+    return record.job_id
+
+
+async def test_an_attempt_ends_at_its_time_limit_however_slowly_the_receiver_answers(
+    services: Services, slow_receiver: SlowReceiver
+) -> None:
+    worker_services = sending_services(services, webhook_timeout_seconds=1.0)
+    async with client_for(worker_services) as client:
+        # The receiver never finishes: without a limit on the whole exchange this never returns.
+        outcome = await asyncio.wait_for(
+            send(worker_services, client, failed_delivery(slow_receiver.url("/drip"))), 20
+        )
+    assert outcome.status_code == 500 and not outcome.final
+    assert outcome.error is not None
+    assert outcome.error.startswith("HTTP 500: x")
+    assert outcome.error.endswith("(the answer was cut off after 1 s)")
+
+    # The sender hung up: the receiver's write failed and its request ended.
+    async def answering() -> int:
+        return slow_receiver.in_flight
+
+    await eventually(answering, lambda n: n == 0)
+
+
+async def test_a_huge_error_body_is_not_read_into_memory(
+    services: Services, slow_receiver: SlowReceiver
+) -> None:
+    worker_services = sending_services(services)
+    tracemalloc.start()
+    try:
+        async with client_for(worker_services) as client:
+            outcome = await send(
+                worker_services, client, failed_delivery(slow_receiver.url("/huge"))
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.status_code == 500
+    assert outcome.error == "HTTP 500: " + "y" * 200
+    # The receiver's own 1 MiB chunk and socket buffers count here too; 64 MiB read whole
+    # (several copies as httpx joins and decodes it) would be far past this.
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB error body"
+
+
+async def test_a_receiver_that_never_finishes_answering_holds_back_no_other_delivery(
+    services: Services, receiver: Receiver, slow_receiver: SlowReceiver
+) -> None:
+    worker_services = sending_services(services, webhook_timeout_seconds=5.0)
+    outbox = Outbox(services.redis, services.settings.key_prefix)
+    slow_job = await ended_job(services, slow_receiver.url("/drip"))
+    sender = asyncio.create_task(run_sender(worker_services))
+    try:
+        await asyncio.wait_for(slow_receiver.dripping.wait(), 10)
+        job = await ended_job(services, receiver.url("/meanwhile"))
+        [delivered] = await eventually(
+            lambda: outbox.of_job(job), lambda ds: ds[0].state is DeliveryState.DELIVERED
+        )
+        # Delivered while the slow receiver's first attempt was still going: not yet recorded.
+        [slow] = await outbox.of_job(slow_job)
+        assert slow.attempts == 0 and slow_receiver.in_flight == 1
+        assert delivered.attempts == 1 and len(receiver.on("/meanwhile")) == 1
+        # Then the slow attempt ends at its limit, recorded with the status it got.
+        [slow] = await eventually(lambda: outbox.of_job(slow_job), lambda ds: ds[0].attempts > 0)
+    finally:
+        await stop_sender(sender)
+    assert (slow.state, slow.last_status_code) == (DeliveryState.PENDING, 500)
+    assert slow.last_error is not None and slow.last_error.endswith("cut off after 5 s)")
+
+
+async def test_two_senders_never_send_one_delivery_at_once(
+    services: Services, slow_receiver: SlowReceiver
+) -> None:
+    # Attempts at 0 s, 2 s and 5 s (give or take the senders' polling), each cut off after
+    # 1 s; the next (at 10 s) falls past 8 s.
+    worker_services = sending_services(
+        services, webhook_timeout_seconds=1.0, webhook_retry_for_seconds=8
+    )
+    outbox = Outbox(services.redis, services.settings.key_prefix)
+    job = await ended_job(services, slow_receiver.url("/drip"))
+    senders = [asyncio.create_task(run_sender(worker_services)) for _ in range(2)]
+    try:
+        [delivery] = await eventually(
+            lambda: outbox.of_job(job),
+            lambda ds: ds[0].state is not DeliveryState.PENDING,
+            timeout=30,
+        )
+    finally:
+        for sender in senders:
+            await stop_sender(sender)
+    # Each attempt held its claim until it was recorded: one request at a time, each recorded.
+    assert slow_receiver.most_in_flight == 1
+    assert delivery.state is DeliveryState.FAILED
+    assert delivery.attempts == slow_receiver.requests == 3
+    assert delivery.last_error is not None and delivery.last_error.startswith("gave up after 3")
+    assert await services.redis.zscore(outbox_key(outbox.prefix), member(job, "failed")) is None
+
+
+async def test_a_receiver_that_never_finishes_answering_does_not_stop_the_workers_webhooks(
+    api: httpx.AsyncClient, receiver: Receiver, slow_receiver: SlowReceiver
+) -> None:
+    slow = await _start(api, [5], slow_receiver.url("/drip"))
+    await asyncio.wait_for(slow_receiver.dripping.wait(), 30)
+    job = await _start(api, [5], receiver.url("/innocent"))
+    [delivery] = await deliveries(api, job["job_id"])
+    assert delivery["state"] == "delivered" and len(receiver.on("/innocent")) == 1
+    # The slow receiver's attempts (0 s and 3 s, each cut off after 2 s) ended, then it was
+    # given up: the next (at 7 s) falls past WEBHOOK_RETRY_FOR_SECONDS.
+    [given_up] = await deliveries(api, slow["job_id"])
+    assert (given_up["state"], given_up["attempts"], given_up["last_status_code"]) == (
+        "failed",
+        2,
+        500,
+    )
+    assert given_up["last_error"].endswith("(the answer was cut off after 2 s)")
+    assert slow_receiver.requests == 2

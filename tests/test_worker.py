@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import zipfile
 
+import pytest
+
+from backend import devstack
 from backend.devstack import free_port
 from backend.downloads import cancel_job, public_status, start_job
 from backend.expiry import sweep_expired_archives, sweep_unused_archives
@@ -17,7 +24,7 @@ from backend.services import Services
 from backend.settings import Settings
 from backend.storage import PER_FILE_LOOKUP_LIMIT
 from tests.helpers import run_worker_until_idle, zip_digests
-from tests.stack import CATALOGUE_BY_ID
+from tests.stack import CATALOGUE_BY_ID, env_for
 
 
 def seconds_of(event: JobEvent) -> float:
@@ -274,3 +281,24 @@ async def test_many_ids_resolve_through_one_listing_with_the_same_result(
     assert found_many == found_few
     assert missing_few == [999]
     assert missing_many == [999, *range(10_000, 10_000 + PER_FILE_LOOKUP_LIMIT)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_that_cannot_reach_redis_still_stops_on_a_signal(sig: signal.Signals) -> None:
+    dead_redis = f"redis://127.0.0.1:{devstack.free_port()}/0"  # nothing listens there
+    env = {**os.environ, **env_for(dead_redis, "http://127.0.0.1:9", "lh-worker-no-redis")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(4)  # in its "lost Redis; starting again in 1 s" loop by now
+        assert worker.poll() is None
+        worker.send_signal(sig)
+        assert worker.wait(10) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)

@@ -145,7 +145,9 @@ class DownloadController(Controller):
             on_missing=data.on_missing,
             name=data.name,
         )
-        status = await public_status(services, record)
+        # One Redis round trip for the job, none more for the answer: its place in the queue
+        # is in its status.
+        status = await public_status(services, record, with_queue_position=False)
         return Response(status, status_code=202, headers={"Location": status.status_url})
 
     @get(

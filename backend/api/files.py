@@ -19,6 +19,7 @@ from backend.api.openapi_docs import (
 from backend.catalogue_index import IndexedFile, Order, Query, Sort
 from backend.catalogue_listing import DEFAULT_LIMIT, MAX_LIMIT, Listing, etag_matches, list_page
 from backend.models import CatalogueFile, CataloguePage
+from backend.ratelimit import admit_search
 from backend.services import Services
 
 # Clients may keep a page but must ask again (cheaply, with If-None-Match) before using it.
@@ -44,7 +45,9 @@ def next_link(request: Request[Any, Any, Any], listing: Listing) -> str | None:
     summary="The catalogue of downloadable files, a page at a time",
     description=(
         "Files in pages of `limit`, ordered by `sort` and `order`, optionally narrowed by `q` "
-        "(a case-insensitive substring of the name) and size bounds. Follow `next_cursor` "
+        "(a case-insensitive substring of the name) and size bounds. A `q` not searched in "
+        "the last two minutes counts against CATALOGUE_SEARCHES_PER_MINUTE; size bounds, sort, "
+        "order and paging of it do not. Follow `next_cursor` "
         '(or the `Link: <…>; rel="next"` header) for the next page; keep the other parameters '
         "unchanged. Answers come from an index of the source bucket that workers refresh every "
         "CATALOGUE_REFRESH_SECONDS, so a file added or deleted shows within about 1.5 times "
@@ -56,7 +59,11 @@ def next_link(request: Request[Any, Any, Any], listing: Listing) -> str | None:
         304: FILES_NOT_MODIFIED,
         400: error_response(400, "A parameter is not valid; `detail` names it.", FILES_400),
         401: error_response(401, "A bearer token was sent and is not valid (or one is required)."),
-        429: error_response(429, "Rate limit; see Retry-After."),
+        429: error_response(
+            429,
+            "Rate limit, or too many new searches (a `q` not searched in the last two minutes) "
+            "from this client this minute (CATALOGUE_SEARCHES_PER_MINUTE); see Retry-After.",
+        ),
         503: error_response(503, "Object storage is unavailable; retry shortly."),
     },
 )
@@ -64,6 +71,7 @@ async def list_files(
     request: Request[Any, Any, Any],
     services: Services,
     requester: str,
+    client: str,
     cursor: Annotated[
         str | None,
         Parameter(
@@ -115,7 +123,14 @@ async def list_files(
     # route, never silently anonymous, and API_AUTH_REQUIRED covers the catalogue too.
     del requester
     query = Query(q=q or "", sort=sort, order=order, min_size=min_size, max_size=max_size)
-    listing = await list_page(services.catalogue, query, cursor, limit)
+    settings = services.settings
+
+    async def admit() -> None:
+        await admit_search(
+            services.redis, settings.key_prefix, client, settings.catalogue_searches_per_minute
+        )
+
+    listing = await list_page(services.catalogue, query, cursor, limit, admit)
     headers = {"ETag": listing.etag, "Cache-Control": CACHE_CONTROL}
     link = next_link(request, listing)
     if link is not None:

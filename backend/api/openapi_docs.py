@@ -73,12 +73,12 @@ READY = PROCESSING | {
     "skipped_file_ids": [10004],
     "skipped": [{"file_id": 10004, "name": "invoices-q3.zip", "reason": "not_found"}],
     # A job started with a callback_url: its webhook, delivered on the second attempt.
-    "callback_url": "https://hooks.example.com/longhaul?token=…",
+    "callback_url": "https://hooks.example.com/…?token=…",
     "webhook_deliveries": [
         {
             "webhook_id": f"msg_{JOB_ID}_completed",
             "event": "completed",
-            "url": "https://hooks.example.com/longhaul?token=…",
+            "url": "https://hooks.example.com/…?token=…",
             "state": "delivered",
             "attempts": 2,
             "created_at": 1795917631.8,

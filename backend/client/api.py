@@ -10,11 +10,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
 from httpx_sse import EventSource, aconnect_sse
 
+from backend.client.checks import check_job_id
 from backend.client.errors import ApiError, Unreachable
 
 T = TypeVar("T")
@@ -125,9 +127,16 @@ def _describe(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
 
 
+def job_path(template: str, job_id: str) -> str:
+    """`template` with `{}` replaced by the job id, checked and percent-encoded as one path
+    segment (RFC 3986 section 3.3), so no id can name another route or add a query.
+    Raises InvalidArgument for an id that is not 32 lowercase hex characters."""
+    return template.format(quote(check_job_id(job_id), safe=""))
+
+
 def status_path(job_id: str) -> str:
-    return f"/v1/download/status/{job_id}"
+    return job_path("/v1/download/status/{}", job_id)
 
 
 def events_path(job_id: str) -> str:
-    return f"/v1/download/subscribe/{job_id}"
+    return job_path("/v1/download/subscribe/{}", job_id)

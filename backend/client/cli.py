@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backend.client import commands
-from backend.client.errors import ClientError, ExitCode
+from backend.client.checks import check_job_id
+from backend.client.errors import ClientError, ExitCode, InvalidArgument
 from backend.client.library import Client
 
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -19,7 +20,8 @@ exit codes:
   0  done (download saved and verified; status or files printed; job cancelled)
   1  the job ended failed, cancelled or expired; `cancel` of a job that already ended;
      `retry` of a job that is queued, running or ready
-  2  usage error, or the API refused the request (unknown job, bad file ids, bad token)
+  2  usage error (an output path that is a directory, device, FIFO or socket), or the API
+     refused the request (unknown job, bad file ids, bad token)
   3  the API or the storage server could not be reached, or kept failing (5xx)
   4  the archive failed verification (not a ZIP, a bad CRC, or a wrong number of entries)
   5  the output file could not be written
@@ -31,9 +33,10 @@ environment: LONGHAUL_API_URL (default http://127.0.0.1:8000), LONGHAUL_TOKEN (b
 
 def _job_id(value: str) -> str:
     value = value.strip().lower()
-    if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a job id (32 hex characters)")
-    return value
+    try:
+        return check_job_id(value)
+    except InvalidArgument:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a job id (32 hex characters)") from None
 
 
 def _file_id(value: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from backend.client.checks import check_destination
 from backend.client.errors import ApiError, ClientError, ExitCode, JobFailed
 from backend.client.fetch import Fetched
 from backend.client.follow import JobProgress, OnUpdate
@@ -147,7 +148,13 @@ class DownloadArgs:
 
 
 def download(client: Client, output: Output, request: DownloadArgs) -> ExitCode:
-    """Start (or join) a job, follow it to its end, fetch the archive and verify it."""
+    """Start (or join) a job, follow it to its end, fetch the archive and verify it.
+
+    A `dest` that is a directory, device, FIFO or socket is refused (exit 2) before any job
+    starts; the default name, known once the job is, is checked before following it.
+    """
+    if request.dest is not None:
+        check_destination(request.dest)
     if request.job_id is not None:
         job_id = request.job_id
         client.status(job_id)  # an unknown job fails here, before any waiting
@@ -168,6 +175,8 @@ def download(client: Client, output: Output, request: DownloadArgs) -> ExitCode:
 def _follow_and_fetch(
     client: Client, output: Output, request: DownloadArgs, job_id: str
 ) -> ExitCode:
+    dest = request.dest or Path(f"longhaul-{job_id[:8]}.zip")
+    check_destination(dest)
     bar = output.bar("building")
     try:
         followed = client.follow(
@@ -188,7 +197,6 @@ def _follow_and_fetch(
     }
     if final.status.value != "ready" or not final.download_url:
         return output.failure(str(JobFailed(final)), ExitCode.JOB_FAILED, **summary)
-    dest = request.dest or Path(f"longhaul-{job_id[:8]}.zip")
     fetched = _fetch(client, output, job_id, final.download_url, dest)
     summary |= {"output": str(dest), "size": fetched.size, "resumes": fetched.resumes}
     if request.verify:

@@ -46,6 +46,13 @@ class ApiError(ClientError):
         return ExitCode.UNREACHABLE if self.status_code >= 500 else ExitCode.USAGE
 
 
+class InvalidArgument(ClientError, ValueError):
+    """An argument refused before any request: a job id that is not 32 lowercase hex
+    characters, or a download path that is not a regular file. Also a ValueError."""
+
+    exit_code = ExitCode.USAGE
+
+
 class Unreachable(ClientError):
     """No answer at all: connection refused, reset or timed out, after retries."""
 

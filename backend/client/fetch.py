@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import httpx
 
+from backend.client.checks import check_destination, part_path
 from backend.client.errors import FetchFailed
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -41,10 +42,6 @@ class _Transfer:
         return self.total is not None and self.out.tell() >= self.total
 
 
-def part_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part")
-
-
 async def fetch(
     http: httpx.AsyncClient,
     url_for: UrlSource,
@@ -56,7 +53,10 @@ async def fetch(
     rename to `dest`. The ETag pins the object: a 206 of another object restarts from zero.
 
     `attempts` counts consecutive attempts that add no byte; raises FetchFailed after that.
+    InvalidArgument, before any request, if `dest` or `<dest>.part` is not a regular file
+    (checks.check_destination); checked again before the rename.
     """
+    check_destination(dest)
     part = part_path(dest)
     part.parent.mkdir(parents=True, exist_ok=True)
     resumes = stalled = attempt = 0
@@ -79,6 +79,7 @@ async def fetch(
                 await asyncio.sleep(min(0.25 * 2**stalled, 5.0))
             attempt += 1
         size = out.tell()
+    check_destination(dest)  # the transfer may have taken hours: something may be there now
     part.replace(dest)
     return Fetched(dest, size, resumes)
 

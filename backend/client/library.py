@@ -12,7 +12,8 @@ the client owns (so call `Client` from synchronous code; in a coroutine, await `
 Errors: ApiError (the API refused: `status_code`, `detail` naming the field, `extra`),
 Unreachable (no answer after retries), JobFailed (the job ended failed, cancelled or expired:
 `status`), FetchFailed (the archive could not be downloaded), VerificationFailed (it is not a
-sound ZIP of the job's files). All are ClientError. Needs msgspec, httpx and httpx-sse only.
+sound ZIP of the job's files), InvalidArgument (a job id or download path refused before any
+request; also a ValueError). All are ClientError. Needs msgspec, httpx and httpx-sse only.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from backend.client.api import USER_AGENT, Transport, status_path
+from backend.client.api import USER_AGENT, Transport, job_path, status_path
+from backend.client.checks import check_destination, check_job_id, part_path
 from backend.client.errors import ClientError, JobFailed
-from backend.client.fetch import Fetched, OnBytes, fetch, part_path
+from backend.client.fetch import Fetched, OnBytes, fetch
 from backend.client.follow import Followed, Follower, JobProgress, OnNote, OnUpdate
 from backend.client.verify import sha256_of, verify_archive
 from backend.models import CatalogueFile, CataloguePage, JobPage, JobState, JobStatus
@@ -119,17 +121,16 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> JobStatus:
         """Cancel a queued or running job; ApiError 409 if it has already ended."""
-        return await self.transport.call("DELETE", f"/v1/download/{job_id}", JobStatus)
+        return await self.transport.call("DELETE", job_path("/v1/download/{}", job_id), JobStatus)
 
     async def retry(self, job_id: str, idempotency_key: str | None = None) -> JobStatus:
         """Start a failed, cancelled or expired job again: the new job (`retry_of` = job_id).
 
         ApiError 409 if the job is queued, running or ready. Idempotent as `start` is.
         """
+        path = job_path("/v1/download/{}/retry", job_id)
         key = idempotency_key or _new_key()
-        return await self.transport.call(
-            "POST", f"/v1/download/{job_id}/retry", JobStatus, headers={"Idempotency-Key": key}
-        )
+        return await self.transport.call("POST", path, JobStatus, headers={"Idempotency-Key": key})
 
     async def jobs_page(
         self,
@@ -196,9 +197,13 @@ class AsyncClient:
 
         A cut transfer resumes with `Range: bytes=<size>-` from a freshly presigned URL;
         an archive whose ETag changed starts over. `on_bytes(done, total)` reports bytes.
-        FetchFailed after six attempts in a row that add nothing.
+        FetchFailed after six attempts in a row that add nothing. InvalidArgument, before any
+        request, for a bad job id or a `path` that is a directory, device, FIFO or socket
+        (an existing regular file is replaced).
         """
+        check_job_id(job_id)
         dest = Path(path)
+        check_destination(dest)
         first = download_url or (await self.status(job_id)).download_url
         if not first:
             raise JobFailed(await self.status(job_id))
@@ -237,9 +242,15 @@ class AsyncClient:
         `path` and check it: the ZIP opens, every CRC holds, one entry per file.
 
         `progress(JobProgress)` hears of the job, `transfer(done, total)` of the bytes saved.
-        Raises JobFailed when the job ends without an archive.
+        Raises JobFailed when the job ends without an archive; InvalidArgument (a ValueError),
+        before any job is started, for a bad `job_id` or a `path` that is a directory, device,
+        FIFO or socket, or lies under a file (an existing regular file is replaced; missing
+        parent directories are created).
         """
-        if job_id is None:
+        check_destination(Path(path))
+        if job_id is not None:
+            check_job_id(job_id)
+        else:
             if not file_ids:
                 raise ValueError("download needs file_ids or job_id")
             job_id = (await self.start(file_ids, idempotency_key)).job_id

@@ -8,17 +8,25 @@ the thing, through the two functions below.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.process_collector import ProcessCollector
 
 from backend.routes import RouteGroup, group_of
 
+# `--workers N` (API_PROCESSES): N processes answer on one port, so a scrape reaches any one of
+# them. `python -m backend api` then points PROMETHEUS_MULTIPROC_DIR at a fresh directory before
+# it starts them; every process writes its figures there (prometheus_client's multiprocess
+# mode, chosen at import) and each scrape reads them all, summed.
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 REGISTRY = CollectorRegistry()
-# Memory, CPU and open files of this process (process_* series), beside our own.
-ProcessCollector(registry=REGISTRY)
+if not MULTIPROCESS:
+    # Memory, CPU and open files of this process (process_* series), beside our own; summed
+    # over processes they would mean nothing.
+    ProcessCollector(registry=REGISTRY)
 
 # A request whose path matches no route (or no method of it): one label for every such path.
 UNMATCHED = "unmatched"
@@ -44,6 +52,8 @@ SSE_STREAMS = Gauge(
     "Event streams open in this process: `job` (the API's, one job) or `page` (a browser page's).",
     ["stream"],
     registry=REGISTRY,
+    # Summed over the live processes; a process that ends takes its streams out (process_ended).
+    multiprocess_mode="livesum",
 )
 
 SubmissionOutcome = Literal["accepted", "replayed", "refused"]
@@ -60,6 +70,22 @@ for _stream in ("job", "page"):
     SSE_STREAMS.labels(_stream)
 for _outcome in ("accepted", "replayed", "refused"):
     JOBS_SUBMITTED.labels(_outcome)
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What `GET /metrics` serves: this process's registry, or with `--workers N` every
+    process's figures read from PROMETHEUS_MULTIPROC_DIR."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def process_ended(pid: int) -> None:
+    """Drop the live gauges of process `pid` (one of `--workers N`) from the sums."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(pid)
 
 
 def job_submitted(outcome: SubmissionOutcome) -> None:

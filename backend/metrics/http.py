@@ -24,8 +24,8 @@ from prometheus_client.exposition import choose_encoder
 from backend.metrics.api import (
     HTTP_REQUEST_DURATION,
     HTTP_REQUESTS,
-    REGISTRY,
     UNMATCHED,
+    exposition_registry,
 )
 from backend.routes import METRICS_PATH
 
@@ -112,4 +112,4 @@ METRICS_RESPONSE = ResponseSpec(
 )
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(REGISTRY), media_type=content_type)
+    return Response(encode(exposition_registry()), media_type=content_type)

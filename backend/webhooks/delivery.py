@@ -1,9 +1,13 @@
-"""The worker's webhook sender: claim due deliveries, POST them signed, record each outcome.
+"""One webhook attempt: POST a claimed delivery signed, and record its outcome (sender.py
+claims the due ones and runs attempts side by side).
 
 Outcomes, as Standard Webhooks advises: a 2xx answer is delivered; `410 Gone` means the
 receiver wants no more and the delivery stops; any other answer, a timeout or a connection
 error is retried with exponential backoff (1 s, 2 s, 4 s, … at most MAX_BACKOFF_SECONDS) until
-WEBHOOK_RETRY_FOR_SECONDS after the event, then given up. Redirects are not followed (a 3xx
+WEBHOOK_RETRY_FOR_SECONDS after the event, then given up. The exchange (connect, send, read the
+answer) ends after WEBHOOK_TIMEOUT_SECONDS in total however slowly the receiver answers, and at
+most _ERROR_BODY_BYTES of an error's body are read, so a hostile receiver costs one bounded
+attempt, never a stuck task or the worker's memory. Redirects are not followed (a 3xx
 could point anywhere, past the SSRF guard). Every attempt resolves the host again, checks
 every address and connects to a checked one (ssrf.py), so DNS rebinding gains nothing.
 The body is built at each attempt, so a `completed` link is always freshly presigned; the
@@ -13,9 +17,9 @@ The body is built at each attempt, so a `completed` link is always freshly presi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,11 +41,10 @@ from backend.webhooks.ssrf import IPAddress, UnsafeCallback, connect_addresses, 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 600.0
-# Deliveries sent at once by one worker, and how often an idle sender looks for due ones.
-BATCH = 16
-POLL_SECONDS = 0.5
-# A receiver's answer is read only for its status; this much of its body is kept for errors.
+# A receiver's answer is read for its status; of an error's body this much is kept, and no more
+# bytes are read than these characters can take in UTF-8 (a 500 MiB body stays on the wire).
 _ERROR_BODY_CHARS = 200
+_ERROR_BODY_BYTES = _ERROR_BODY_CHARS * 4
 USER_AGENT = "Longhaul-Webhooks/1"
 
 _STATE_OF_EVENT = {
@@ -68,6 +71,31 @@ class Outcome(msgspec.Struct, frozen=True):
     @property
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass
+class _Answer:
+    """How far a receiver's answer has come: its status once the head is in, then the start
+    of an error's body. An attempt cut off at its time limit still reports what it got."""
+
+    status_code: int | None = None
+    body: bytearray = field(default_factory=bytearray)
+
+    def outcome(self, cut_off_after: float | None = None) -> Outcome:
+        status = self.status_code
+        if status is None:
+            raise ValueError("no answer yet")
+        if 200 <= status < 300:
+            return Outcome(status_code=status)
+        if status == 410:
+            return Outcome(
+                status_code=status,
+                error="410 Gone: the receiver wants no more deliveries",
+                final=True,
+            )
+        text = self.body.decode(errors="replace")[:_ERROR_BODY_CHARS]
+        note = f" (the answer was cut off after {cut_off_after:g} s)" if cut_off_after else ""
+        return Outcome(status_code=status, error=f"HTTP {status}: {text}{note}")
 
 
 _METRIC_OUTCOMES = {
@@ -136,7 +164,14 @@ def pinned(url: str, address: IPAddress) -> tuple[str, str]:
 
 
 async def send(services: Services, client: httpx.AsyncClient, delivery: WebhookDelivery) -> Outcome:
-    """One attempt: check the URL's addresses again, sign the body, POST it to a checked one."""
+    """One attempt: check the URL's addresses again, sign the body, POST it to a checked one.
+
+    The exchange ends after WEBHOOK_TIMEOUT_SECONDS in total (asyncio.timeout around all of
+    it): httpx's timeouts bound each read, not their sum, so a receiver sending its answer a
+    byte a second would otherwise hold the attempt for ever. Only the answer's head is waited
+    for, and of an error's body at most _ERROR_BODY_BYTES are read (raw: no content-coding is
+    asked for, so nothing is inflated); the connection is then closed.
+    """
     settings = services.settings
     try:
         addresses = await connect_addresses(
@@ -154,43 +189,66 @@ async def send(services: Services, client: httpx.AsyncClient, delivery: WebhookD
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
+        # Error bodies are read raw and cut short: a compressed one would be unreadable.
+        "accept-encoding": "identity",
         **signing.signed_headers(settings.webhook_secret, delivery.webhook_id, body),
     }
+    limit = settings.webhook_timeout_seconds
+    answer = _Answer()
+    try:
+        async with asyncio.timeout(limit):
+            return await _exchange(client, delivery, addresses, body.encode(), headers, answer)
+    except TimeoutError:
+        if answer.status_code is None:
+            return Outcome(error=f"no answer in {limit:g} s (WEBHOOK_TIMEOUT_SECONDS)")
+        return answer.outcome(cut_off_after=limit)
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    delivery: WebhookDelivery,
+    addresses: list[IPAddress],
+    content: bytes,
+    headers: dict[str, str],
+    answer: _Answer,
+) -> Outcome:
+    """POST `content` to the first of `addresses` that takes a connection, filling `answer`."""
     hostname = urlsplit(delivery.url).hostname or ""
     error = "no address"
     # Like a browser's fallback between A and AAAA records: the next address if one refuses.
     for address in addresses[:4]:
         target, host_header = pinned(delivery.url, address)
         try:
-            response = await client.post(
+            async with client.stream(
+                "POST",
                 target,
-                content=body.encode(),
+                content=content,
                 headers={**headers, "host": host_header},
                 # The certificate is checked against the real name, not the address.
                 extensions={"sni_hostname": hostname},
-            )
-        except httpx.ConnectError as exc:
+            ) as response:
+                answer.status_code = response.status_code
+                if not 200 <= response.status_code < 300 and response.status_code != 410:
+                    await _read_start(response, answer.body)
+            return answer.outcome()
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             error = f"could not connect to {address}: {exc or type(exc).__name__}"
             continue
-        except httpx.TimeoutException as exc:
-            return Outcome(
-                error=f"no answer in {settings.webhook_timeout_seconds:g} s ({type(exc).__name__})"
-            )
+        except httpx.TimeoutException:
+            raise TimeoutError from None  # send() reports it as its own limit's
         except httpx.HTTPError as exc:
+            if answer.status_code is not None:  # the body broke off: the status still counts
+                return answer.outcome()
             return Outcome(error=f"{type(exc).__name__}: {exc}")
-        status = response.status_code
-        if 200 <= status < 300:
-            return Outcome(status_code=status)
-        if status == 410:
-            return Outcome(
-                status_code=status,
-                error="410 Gone: the receiver wants no more deliveries",
-                final=True,
-            )
-        return Outcome(
-            status_code=status, error=f"HTTP {status}: {response.text[:_ERROR_BODY_CHARS]}"
-        )
     return Outcome(error=error)
+
+
+async def _read_start(response: httpx.Response, into: bytearray) -> None:
+    """Read the first _ERROR_BODY_BYTES of `response`'s body into `into`, and no more."""
+    async for chunk in response.aiter_raw():
+        into += chunk[: _ERROR_BODY_BYTES - len(into)]
+        if len(into) >= _ERROR_BODY_BYTES:
+            return
 
 
 async def deliver(
@@ -220,45 +278,14 @@ async def deliver(
 
 
 def client_for(services: Services) -> httpx.AsyncClient:
-    """The sender's HTTP client: no redirects, no proxies from the environment, a time limit."""
+    """The sender's HTTP client: no redirects, no proxies from the environment, time limits.
+
+    Each attempt's total limit is send()'s; connecting to one address gets half of it, so a
+    silent first address leaves time to try the next.
+    """
+    limit = services.settings.webhook_timeout_seconds
     return httpx.AsyncClient(
-        timeout=services.settings.webhook_timeout_seconds,
+        timeout=httpx.Timeout(limit, connect=limit / 2),
         follow_redirects=False,
         trust_env=False,
     )
-
-
-async def deliver_due(
-    services: Services, outbox: Outbox, client: httpx.AsyncClient, limit: int = BATCH
-) -> int:
-    """Claim the deliveries due now and make one attempt at each; returns how many."""
-    # Held past the longest an attempt can take (every address of the host timing out).
-    hold = services.settings.webhook_timeout_seconds * 4 + 10
-    claimed = await outbox.claim(time.time(), hold, limit)
-    await asyncio.gather(*(deliver(services, outbox, client, j, e) for j, e in claimed))
-    return len(claimed)
-
-
-async def run_sender(services: Services) -> None:
-    """Deliver webhooks until cancelled (a worker's background task), outliving Redis outages."""
-    outbox = Outbox(services.redis, services.settings.key_prefix)
-    async with client_for(services) as client:
-        while True:
-            try:
-                sent = await deliver_due(services, outbox, client)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A delivery left claimed is due again when its claim lapses: nothing is lost.
-                logger.warning("webhook sender: %s", exc)
-                sent = 0
-            if sent < BATCH:
-                await asyncio.sleep(POLL_SECONDS)
-
-
-async def stop_sender(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -63,13 +63,16 @@ class WebhookDeliveryStatus(Struct, kw_only=True):
 
 
 def redacted_url(url: str) -> str:
-    """`url` with its query string's values hidden: callback URLs often carry a token there,
-    and a job's status is read by more people than whoever configured the callback."""
+    """`url` with its path, query values and fragment hidden: callback URLs carry tokens in
+    any of them, and a job's status is read by more people than whoever configured it.
+
+    `https://hooks.example.com/t/SECRET?token=x#f` -> `https://hooks.example.com/…?token=…`
+    """
     parts = urlsplit(url)
-    if not parts.query:
-        return url
     names = [pair.split("=", 1)[0] for pair in parts.query.split("&") if pair]
-    return urlunsplit(parts._replace(query="&".join(f"{name}=…" for name in names)))
+    path = "/…" if parts.path.strip("/") else parts.path
+    query = "&".join(f"{name}=…" for name in names)
+    return urlunsplit(parts._replace(path=path, query=query, fragment=""))
 
 
 def public_view(delivery: WebhookDelivery) -> WebhookDeliveryStatus:

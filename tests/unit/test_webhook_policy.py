@@ -117,5 +117,7 @@ def test_410_gone_stops_at_once() -> None:
 
 
 def test_query_values_are_hidden_in_the_public_url() -> None:
-    assert redacted_url("https://h.example/x?token=s3cr3t&a=1") == "https://h.example/x?token=…&a=…"
-    assert redacted_url("https://h.example/x") == "https://h.example/x"
+    assert redacted_url("https://h.example/x?token=s3cr3t&a=1") == "https://h.example/…?token=…&a=…"
+    assert redacted_url("https://h.example/hook/SECRET;p=s3cr3t#frag") == "https://h.example/…"
+    assert redacted_url("https://h.example:8443/") == "https://h.example:8443/"
+    assert redacted_url("https://h.example") == "https://h.example"
