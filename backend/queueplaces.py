@@ -1,9 +1,10 @@
-"""Why a queued job has not started: its place in the queue, or that no worker is running.
+"""Why a queued job has not started: its place in the queue, or that no worker is running,
+and about when it will start.
 
 Read from the queue (backend/queue.py) when asked, so a card and the JSON status
-(`queue_position`) say the same. No time estimate: job durations vary with the bytes of each
-job and the storage's speed, and nothing records them yet, so a figure would be a guess; the
-place and the number of jobs run at a time are facts.
+(`queue_position`) say the same. The estimate assumes the jobs ahead run as long as recent
+jobs did (the median of the last ones, jobtimes.py), draining as many at a time as the live
+workers run; before any job has finished there is no estimate, only the place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from backend import queue
+from backend import jobtimes, queue
 from backend.models import JobRecord, JobState
 from backend.services import Services
 
@@ -32,30 +33,40 @@ class QueuePlace:
 
     position: int
     capacity: int
+    # Seconds until it starts (jobtimes.wait_to_start); None while nothing has finished yet.
+    starts_in: float | None = None
 
     @property
     def text(self) -> str:
         if self.capacity == 0:
             return NO_WORKER_TEXT
-        at_a_time = f"{self.capacity} run at a time"
-        return f"{ordinal(self.position)} in queue · {at_a_time}"
+        text = f"{ordinal(self.position)} in queue · {self.capacity} run at a time"
+        if self.starts_in is not None:
+            when = (
+                "starts in a moment"
+                if self.starts_in < 1
+                else (f"starts in {jobtimes.human_duration(self.starts_in)}")
+            )
+            text += f" · {when}"
+        return text
 
 
 # Live workers per queue, kept CAPACITY_TTL_SECONDS: counting them SCANs the keyspace, and
 # every browser stream with a queued job asks each second. Heartbeats are rewritten only every
 # HEARTBEAT_SECONDS anyway, so a second's staleness hides nothing.
 CAPACITY_TTL_SECONDS = 1.0
-capacity_cache: dict[str, tuple[float, int]] = {}
+capacity_cache: dict[str, tuple[float, tuple[int, int]]] = {}
 
 
-async def _live_workers(services: Services) -> int:
+async def _live_workers(services: Services) -> tuple[int, int]:
+    """(live workers, jobs they run now), from their heartbeats."""
     key = services.settings.queue_name
     cached = capacity_cache.get(key)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
-    workers, _ = await queue.live_workers(services.redis, services.settings)
-    capacity_cache[key] = (time.monotonic() + CAPACITY_TTL_SECONDS, workers)
-    return workers
+    found = await queue.live_workers(services.redis, services.settings)
+    capacity_cache[key] = (time.monotonic() + CAPACITY_TTL_SECONDS, found)
+    return found
 
 
 def ordinal(number: int) -> str:
@@ -79,19 +90,26 @@ async def queue_places(services: Services, records: Sequence[JobRecord]) -> dict
     if not waiting:
         return {}
     try:
-        workers = await _live_workers(services)
+        workers, running = await _live_workers(services)
         aheads = await asyncio.gather(
             *(queue.waiting_ahead(services.redis, services.settings, j) for j in waiting)
         )
+        typical = await jobtimes.typical_run_seconds(services.redis, services.settings.key_prefix)
     except RedisError as exc:
         logger.warning("queue places unavailable: %s", exc)
         return {}
     capacity = workers * services.settings.worker_concurrency
+    free = max(0, capacity - running)
     places = {}
     for job_id, ahead in zip(waiting, aheads, strict=True):
         # Not in the queue any more (a worker took it a moment ago): no note until it says so.
         if ahead is not None:
-            places[job_id] = QueuePlace(position=ahead + 1, capacity=capacity)
+            position = ahead + 1
+            starts_in = None
+            if typical is not None and capacity:
+                behind_busy = max(0, position - free)
+                starts_in = jobtimes.wait_to_start(behind_busy, capacity, typical)
+            places[job_id] = QueuePlace(position, capacity, starts_in)
         elif capacity == 0:
             places[job_id] = QueuePlace(position=1, capacity=0)
     return places

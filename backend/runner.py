@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from backend import errorreporting, leases, tracing
+from backend import errorreporting, jobtimes, leases, tracing
 from backend.failures import describe
 from backend.jobevents import completed_event, failed_event, retrying_event
 from backend.logs import bind_job
@@ -131,7 +131,16 @@ class Attempt:
         record.bytes_processed = record.bytes_total
         record.error = None
         record.finished_at = record.finished_at or time.time()
-        return await self.services.store.save(record, completed_event(record)) is not None
+        if await self.services.store.save(record, completed_event(record)) is None:
+            return False
+        # The queue's estimates for the jobs still waiting (queueplaces.py).
+        await jobtimes.record_run(
+            self.services.redis,
+            self.settings.key_prefix,
+            record.finished_at - (record.started_at or record.finished_at),
+            self.settings.job_record_ttl_seconds,
+        )
+        return True
 
 
 def percent(bytes_done: int, bytes_total: int, files_done: int, files_total: int) -> int:

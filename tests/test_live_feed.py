@@ -12,12 +12,13 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from backend import devstack, queue
-from backend.downloads import public_status
+from backend import devstack, jobtimes, queue
+from backend.downloads import public_status, start_job
 from backend.models import JobRecord
 from backend.queueplaces import NO_WORKER_TEXT, QueuePlace, capacity_cache, ordinal, queue_places
 from backend.services import Services
 from backend.settings import Settings
+from tests.helpers import run_worker_until_idle
 from tests.test_pages import open_page, start_from_form
 
 CARD_ID = re.compile(r'data-testid="job-card" data-job-id="([0-9a-f]{32})"')
@@ -146,3 +147,45 @@ async def test_status_of_a_queued_job_carries_its_queue_position(services: Servi
     record = await services.store.get(first)
     assert record is not None
     assert (await public_status(services, record)).queue_position is None
+
+
+async def test_queue_places_estimate_the_start_from_recent_run_times(
+    services: Services, settings: Settings
+) -> None:
+    ids = [await _queued(services) for _ in range(7)]
+    records = [r for r in [await services.store.get(j) for j in ids] if r is not None]
+    for seconds in (8.0, 10.0, 30.0):  # the median, 10 s, is the typical run
+        await jobtimes.record_run(services.redis, settings.key_prefix, seconds, 60)
+    jobtimes._cache.clear()
+    beat = queue.heartbeat_key(settings, host="test-host", pid=2)
+    capacity = settings.worker_concurrency
+    try:
+        # Every slot busy: the jobs ahead drain `capacity` at a time, 10 s each.
+        await services.redis.set(beat, f"Nov-29 14:03:07 j_ongoing={capacity} queued=7", ex=60)
+        capacity_cache.clear()
+        busy = await queue_places(services, records)
+        # Two slots free: the first two start at the next poll.
+        await services.redis.set(beat, f"Nov-29 14:03:07 j_ongoing={capacity - 2} queued=7", ex=60)
+        capacity_cache.clear()
+        freer = await queue_places(services, records)
+    finally:
+        await services.redis.delete(beat)
+    assert busy[ids[0]].starts_in == pytest.approx(1 / capacity * 10)
+    assert busy[ids[6]].starts_in == pytest.approx(7 / capacity * 10)
+    assert busy[ids[6]].text == (
+        f"7th in queue · {capacity} run at a time · starts in about {round(70 / capacity)} s"
+    )
+    assert [freer[j].starts_in for j in ids[:2]] == [0, 0]
+    assert freer[ids[0]].text.endswith("· starts in a moment")
+    assert freer[ids[6]].starts_in == pytest.approx(5 / capacity * 10)
+
+
+async def test_a_ready_job_adds_its_run_time_to_the_estimates(
+    services: Services, settings: Settings
+) -> None:
+    record = await start_job(services, [5], "public")
+    await run_worker_until_idle(settings, cron_jobs=[])
+    done = await services.store.get(record.job_id)
+    assert done is not None and done.started_at and done.finished_at
+    [recorded] = await services.redis.lrange(jobtimes.runs_key(settings.key_prefix), 0, -1)
+    assert float(recorded) == pytest.approx(done.finished_at - done.started_at, abs=0.01)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from backend.catalogue_index import IndexedFile
 from backend.failures import describe_skipped, plain_words
+from backend.jobtimes import human_duration
 from backend.models import JobRecord, JobState
 
 # What a person reads for each state; `data-state` keeps the machine value.
@@ -40,15 +41,6 @@ def format_size(size: int) -> str:
             return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    """`about 5 s`, `about 2 min` style remaining times."""
-    if seconds < 60:
-        return f"about {max(1, round(seconds))} s"
-    if seconds < 3600:
-        return f"about {round(seconds / 60)} min"
-    return f"about {seconds / 3600:.1f} h"
 
 
 @dataclass(frozen=True, slots=True)

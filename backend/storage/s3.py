@@ -29,6 +29,11 @@ from backend.storage.base import (
 
 # A part upload must move at least this fast; a slower one is a stalled server, not a slow link.
 MIN_UPLOAD_BYTES_PER_SECOND = 1024 * 1024
+# CompleteMultipartUpload may stay silent while the server assembles the object ("several
+# minutes" in the S3 API reference; AWS sends whitespace, MinIO and others may not), so it gets
+# no per-read limit, only a total one that grows with the object: this rate, plus the usual
+# connect and read timeouts.
+MIN_COMPLETE_BYTES_PER_SECOND = 32 * 1024 * 1024
 # What a call to object storage can fail with once it is on the wire.
 _TRANSPORT_ERRORS = (S3Error, aiohttp.ClientError, OSError, TimeoutError)
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
@@ -67,6 +72,9 @@ class S3Store:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._client: Minio | None = None
+        # The same server without a per-read limit, for calls bounded as a whole instead.
+        self._patient_session: aiohttp.ClientSession | None = None
+        self._patient_client: Minio | None = None
         self._presigner = _client(settings.public_endpoint, settings, None)
 
     def failure(self, action: str, exc: BaseException) -> StorageError:
@@ -93,11 +101,30 @@ class S3Store:
             timeout=timeout, connector=aiohttp.TCPConnector(limit=64)
         )
         self._client = _client(self.settings.s3_endpoint, self.settings, self._session)
+        patient = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.s3_connect_timeout_seconds,
+            sock_connect=self.settings.s3_connect_timeout_seconds,
+        )
+        self._patient_session = aiohttp.ClientSession(
+            timeout=patient, connector=aiohttp.TCPConnector(limit=8)
+        )
+        self._patient_client = _client(
+            self.settings.s3_endpoint, self.settings, self._patient_session
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._patient_session):
+            if session is not None:
+                await session.close()
+        self._session = self._patient_session = None
+
+    @property
+    def patient_client(self) -> Minio:
+        """The client without a per-read limit: each use bounds its call as a whole."""
+        if self._patient_client is None:
+            raise RuntimeError("Storage.open() was not awaited")
+        return self._patient_client
 
     @property
     def client(self) -> Minio:
@@ -238,6 +265,7 @@ class S3Upload:
         self._headers = {"Content-Type": content_type}
         self._upload_id = ""
         self._etags: dict[int, str] = {}
+        self._sizes: dict[int, int] = {}
         self._ended = False
 
     async def write_part(self, data: bytes, number: int) -> None:
@@ -266,18 +294,27 @@ class S3Upload:
                 self._etags[number] = await client._upload_part(
                     self._bucket, self._key, data, dict(self._headers), self._upload_id, number
                 )
+                self._sizes[number] = len(data)
         except _TRANSPORT_ERRORS as exc:
             raise self._store.failure(f"upload archive part {number}", exc) from exc
 
     async def complete(self) -> None:
+        """Make the object; bounded in time by its size (MIN_COMPLETE_BYTES_PER_SECOND)."""
         if not self._etags:
             raise StorageError(f"cannot complete the upload of {self._key!r}: no part was written")
         # CompleteMultipartUpload wants the parts in ascending order.
         parts = [Part(number, etag) for number, etag in sorted(self._etags.items())]
+        settings = self._store.settings
+        limit = (
+            settings.s3_connect_timeout_seconds
+            + settings.s3_read_timeout_seconds
+            + sum(self._sizes.values()) / MIN_COMPLETE_BYTES_PER_SECOND
+        )
         try:
-            await self._store.client._complete_multipart_upload(
-                self._bucket, self._key, self._upload_id, parts
-            )
+            async with asyncio.timeout(limit):
+                await self._store.patient_client._complete_multipart_upload(
+                    self._bucket, self._key, self._upload_id, parts
+                )
         except _TRANSPORT_ERRORS as exc:
             raise self._store.failure(f"write archive {self._key!r}", exc) from exc
         self._ended = True
