@@ -262,6 +262,33 @@ class LeasedWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lease_tokens: dict[str, str] = self.ctx.setdefault("lease_tokens", {})
+        self._slot_freed = asyncio.Event()
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll, again each time a slot frees, until poll_delay has passed.
+
+        arq starts at most as many jobs as it has free slots in one poll and then sleeps out
+        poll_delay: a job shorter than that left its slot idle for the rest of it, which capped
+        a burst of small jobs at WORKER_CONCURRENCY per poll_delay (50 jobs/s at 5 and 0.1 s).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_delay_s
+        await super()._poll_iteration()
+        while self.allow_pick_jobs:
+            self._slot_freed.clear()
+            # A free slot after a poll means the queue had nothing more for it.
+            if self.job_counter < self.max_jobs:
+                return
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._slot_freed.wait()
+            except TimeoutError:
+                return
+            await super()._poll_iteration()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_freed.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])

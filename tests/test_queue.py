@@ -226,3 +226,25 @@ async def test_request_abort_cancels_a_running_job_and_leaves_no_archive(
     # The archive code aborted its multipart upload on the way out.
     assert current.archive_key is None
     assert await services.storage.results.pending_uploads_under("archives/") == []
+
+
+async def test_a_slot_that_frees_takes_the_next_job_without_waiting_for_the_next_poll(
+    services: Services, settings: Settings
+) -> None:
+    # Twice as many small jobs as slots, and a poll every 20 s: the second half can only be
+    # done well within that if each freed slot takes a job at once (LeasedWorker's poll).
+    # Ten different archives (the same files again would share one build).
+    file_sets = [[1], [3], [4], [5], [6], [7], [1, 5], [3, 5], [4, 5], [6, 7]]
+    assert len(file_sets) == 2 * settings.worker_concurrency
+    records = [await start_job(services, files, "public") for files in file_sets]
+    worker = serving_worker(settings, poll_delay=20, burst=True)
+    try:
+        # A burst worker sleeps out one more poll before it sees the queue empty: not timed.
+        await asyncio.wait_for(worker.async_run(), 60)
+    finally:
+        await worker.close()
+    done = [d for d in [await services.store.get(r.job_id) for r in records] if d is not None]
+    assert [d.status for d in done] == [JobState.READY] * len(records)
+    took = max(d.finished_at or 0 for d in done) - min(d.started_at or 0 for d in done)
+    print(f"\n{len(records)} jobs through {settings.worker_concurrency} slots in {took:.1f} s")
+    assert took < 15, took
