@@ -140,7 +140,8 @@ class EventHub:
                 if not subscriber.items and not subscriber.resync:
                     subscriber.wakeup.clear()
                     try:
-                        await asyncio.wait_for(subscriber.wakeup.wait(), idle_seconds)
+                        async with asyncio.timeout(idle_seconds):
+                            await subscriber.wakeup.wait()
                     except TimeoutError:
                         yield None
                         continue

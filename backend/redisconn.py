@@ -30,11 +30,15 @@ from redis.asyncio import sentinel as async_sentinel
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
+from backend import rediscancel
 from backend.settings import Settings
 
 __all__ = ["connect", "connect_sync", "follow_master"]
 
 logger = logging.getLogger(__name__)
+
+# Every client is made here, so every client's commands stay cancellable (rediscancel.py).
+rediscancel.install()
 
 R = TypeVar("R", bound=Redis)
 

@@ -53,7 +53,8 @@ class CachedProbe:
     async def _run(self) -> bool:
         started = time.monotonic()
         try:
-            result = await asyncio.wait_for(self._check(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                result = await self._check()
         except Exception:
             result = False
         finally:

@@ -94,8 +94,8 @@ async def browser_events(
         while True:
             batch: list[str] = []
             with contextlib.suppress(TimeoutError):
-                wait = max(0.0, next_scan - time.monotonic())
-                batch.append(await asyncio.wait_for(changes.get(), wait))
+                async with asyncio.timeout(max(0.0, next_scan - time.monotonic())):
+                    batch.append(await changes.get())
             while not changes.empty():
                 batch.append(changes.get_nowait())
             if _BROKEN in batch:

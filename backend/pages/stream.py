@@ -109,7 +109,8 @@ async def page_events(
     try:
         while running:
             try:
-                batch = [await asyncio.wait_for(changes.get(), ping_seconds)]
+                async with asyncio.timeout(ping_seconds):
+                    batch = [await changes.get()]
             except TimeoutError:
                 yield None
                 continue

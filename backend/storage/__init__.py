@@ -87,7 +87,8 @@ class Storage:
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when the results bucket answers within `timeout` seconds; never raises."""
         try:
-            return await asyncio.wait_for(self.store.bucket_exists(self.results_bucket), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.store.bucket_exists(self.results_bucket)
         except Exception:
             return False
 

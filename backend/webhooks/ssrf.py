@@ -133,9 +133,8 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     """Every A and AAAA address of `host` (an IP literal resolves to itself), in the order the
     system's resolver gives them; OSError when it does not resolve."""
     loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(
-        loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_SECONDS
-    )
+    async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         # Strip an IPv6 zone ("fe80::1%eth0"): the address alone decides.
