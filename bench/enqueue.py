@@ -48,7 +48,7 @@ def _requests(host: str, run: int) -> dict[str, Callable[[int], bytes]]:
     return {STATIC: lambda n: static, POST: post}
 
 
-async def _redis_counters(redis: Redis) -> tuple[int, int]:
+async def redis_counters(redis: Redis) -> tuple[int, int]:
     stats = await redis.info("stats")
     return int(stats["total_commands_processed"]), int(stats["total_reads_processed"])
 
@@ -94,10 +94,10 @@ async def _light_costs(stack: Stack, table: Table, duration: float) -> None:
     for route, make in _requests(f"{host}:{port}", 251).items():
         await asyncio.sleep(1)
         cpu_before = cpu_seconds(api)
-        commands_before, reads_before = await _redis_counters(redis)
+        commands_before, reads_before = await redis_counters(redis)
         outcome = await open_loop(host, port, make, rate=LIGHT_RATE, duration=duration)
         cpu = cpu_seconds(api) - cpu_before
-        commands_after, reads_after = await _redis_counters(redis)
+        commands_after, reads_after = await redis_counters(redis)
         # Our own INFO call is one command and one read; requests that timed out still ran.
         commands = (commands_after - commands_before - 1) / outcome.sent
         reads = (reads_after - reads_before - 1) / outcome.sent

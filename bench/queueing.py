@@ -21,6 +21,7 @@ import msgspec
 
 from backend.models import JobRecord
 from backend.services import Services
+from bench.enqueue import redis_counters
 from bench.loadgen import build_request, client_address, closed_burst, open_loop
 from bench.report import Result, Table, ms, percentile
 from bench.stack import Stack, cpu_seconds
@@ -100,6 +101,15 @@ def s3_requests(log_path: Path | None, start: int) -> tuple[Counter[str], int]:
     return kinds, end
 
 
+def _redis_per_job(
+    before: tuple[int, int], after: tuple[int, int], records: list[JobRecord]
+) -> tuple[float, float]:
+    """Redis commands and round trips (Redis's reads) per job between two readings of its
+    counters: the POST's share and the worker's, plus the bench's own polling (a few a second)."""
+    jobs = max(len(records), 1)
+    return (after[0] - before[0]) / jobs, (after[1] - before[1]) / jobs
+
+
 def _log_end(log_path: Path | None) -> int:
     return log_path.stat().st_size if log_path else 0
 
@@ -113,6 +123,7 @@ def _add_run(
     cpu: float,
     s3_cpu: float,
     s3_kinds: Counter[str],
+    redis_used: tuple[float, float],
 ) -> None:
     """One row: jobs that did not become ready count as failed, beside refused POSTs."""
     pickup, total = _latencies(records)
@@ -129,6 +140,8 @@ def _add_run(
         f"{s3_cpu:.0%}",
         f"{sum(s3_kinds.values()) / max(len(records), 1):.1f}",
         ", ".join(f"{k} {v / max(len(records), 1):.1f}" for k, v in sorted(s3_kinds.items())),
+        f"{redis_used[0]:.0f}",
+        f"{redis_used[1]:.0f}",
     )
 
 
@@ -161,6 +174,8 @@ async def run(stack: Stack, quick: bool) -> Result:
             "S3 server CPU",
             "S3 requests/job",
             "of which",
+            "Redis cmds/job",
+            "Redis round trips/job",
         ]
     )
     concurrency = services.settings.worker_concurrency
@@ -169,11 +184,13 @@ async def run(stack: Stack, quick: bool) -> Result:
         since = time.time()
         cpu_before, s3_before = cpu_seconds(worker), cpu_seconds(stack.s3)
         log_start = _log_end(stack.s3.log_path)
+        redis_before = await redis_counters(services.redis)
         with stack.profiler.record(worker, f"queue-worker-{run}"):
             answers = await closed_burst(host, port, _post(url.netloc, run, file_id), burst, 16)
             refused = sum(1 for status, _ in answers if status != 202)
             job_ids = await _job_ids_since(services, since)
             records = await _wait_all(services, job_ids, timeout=burst * 2 + 60)
+        redis_used = _redis_per_job(redis_before, await redis_counters(services.redis), records)
         first = min(r.created_at for r in records)
         last = max(r.finished_at or 0 for r in records)
         started = min(r.started_at or last for r in records)
@@ -181,7 +198,7 @@ async def run(stack: Stack, quick: bool) -> Result:
         cpu = (cpu_seconds(worker) - cpu_before) / (last - first)
         s3_cpu = (cpu_seconds(stack.s3) - s3_before) / (last - first)
         kinds, _ = s3_requests(stack.s3.log_path, log_start)
-        _add_run(table, label, records, refused, rate, cpu, s3_cpu, kinds)
+        _add_run(table, label, records, refused, rate, cpu, s3_cpu, kinds, redis_used)
         return rate
 
     try:
@@ -195,15 +212,19 @@ async def run(stack: Stack, quick: bool) -> Result:
         since = time.time()
         cpu_before, s3_before = cpu_seconds(worker), cpu_seconds(stack.s3)
         log_start = _log_end(stack.s3.log_path)
+        redis_before = await redis_counters(services.redis)
         fresh = _post(url.netloc, 61, lambda n: burst + n + 1)
         outcome = await open_loop(host, port, fresh, offered, paced / offered)
         job_ids = await _job_ids_since(services, since)
         records = await _wait_all(services, job_ids, timeout=paced * 2 + 60)
+        redis_used = _redis_per_job(redis_before, await redis_counters(services.redis), records)
         cpu = (cpu_seconds(worker) - cpu_before) / outcome.elapsed
         s3_cpu = (cpu_seconds(stack.s3) - s3_before) / outcome.elapsed
         label = f"paced at {offered:.0f}/s, a file each"
         kinds, _ = s3_requests(stack.s3.log_path, log_start)
-        _add_run(table, label, records, outcome.error_count, offered, cpu, s3_cpu, kinds)
+        _add_run(
+            table, label, records, outcome.error_count, offered, cpu, s3_cpu, kinds, redis_used
+        )
     finally:
         await services.close()
         stack.stop(worker)
