@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,18 @@ from backend.seed import demo_bytes
 from backend.services import Services
 from backend.settings import Settings, load_settings
 from backend.storage import Storage
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the processes tests start take SIGINT and SIGHUP as they would from a terminal.
+
+    A shell starts a background job with SIGINT ignored, nohup ignores SIGHUP, and an ignored
+    signal stays ignored across exec in every child: the tests that press Ctrl-C on the CLI or
+    hang up on `make run` would then wait on processes that cannot hear them. A child gets a
+    handled signal back at its default action, and a default one as it is.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @dataclass(frozen=True)

@@ -120,14 +120,7 @@ def start_make_run(tmp_path: Path, port: int, mark: str) -> subprocess.Popen[str
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # a process group of its own, as a terminal would give it
-        # A terminal's make takes SIGHUP's default action; a suite run under nohup would
-        # otherwise hand down an ignored SIGHUP to make and everything it starts.
-        preexec_fn=_default_sighup,
     )
-
-
-def _default_sighup() -> None:
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def wait_for_running(make: subprocess.Popen[str]) -> str:
