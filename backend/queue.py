@@ -273,17 +273,20 @@ class LeasedWorker(Worker):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.poll_delay_s
+        self._slot_freed.clear()
         await super()._poll_iteration()
         while self.allow_pick_jobs:
+            if not self._slot_freed.is_set():
+                # Free slots that were free all through the poll: the queue had nothing more.
+                # (A slot that freed during the poll may have missed jobs it read: poll again.)
+                if self.job_counter < self.max_jobs:
+                    return
+                try:
+                    async with asyncio.timeout(deadline - loop.time()):
+                        await self._slot_freed.wait()
+                except TimeoutError:
+                    return
             self._slot_freed.clear()
-            # A free slot after a poll means the queue had nothing more for it.
-            if self.job_counter < self.max_jobs:
-                return
-            try:
-                async with asyncio.timeout(deadline - loop.time()):
-                    await self._slot_freed.wait()
-            except TimeoutError:
-                return
             await super()._poll_iteration()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
