@@ -293,6 +293,24 @@ class LeasedWorker(Worker):
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
 
+    async def close(self) -> None:
+        """arq's close, also when a job task ended cancelled outside its job's body.
+
+        arq gathers the job tasks without return_exceptions, so a task a SIGTERM cancelled in
+        its first pipeline or its shielded finish raised CancelledError out of close(): the
+        health key stayed, on_shutdown (webhook sender, clients) never ran, and the worker
+        exited with status 1 (about one SIGTERM in ten in the middle of a burst).
+        """
+        try:
+            await super().close()
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # close() itself was cancelled
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            self.tasks.clear()
+            await super().close()
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
 

@@ -248,3 +248,27 @@ async def test_a_slot_that_frees_takes_the_next_job_without_waiting_for_the_next
     took = max(d.finished_at or 0 for d in done) - min(d.started_at or 0 for d in done)
     print(f"\n{len(records)} jobs through {settings.worker_concurrency} slots in {took:.1f} s")
     assert took < 15, took
+
+
+async def test_close_finishes_its_shutdown_when_a_job_task_ended_cancelled(
+    services: Services, settings: Settings
+) -> None:
+    worker = serving_worker(settings, burst=True)
+    await worker.async_run()  # an empty queue: connected, then back at once
+    shutdowns: list[bool] = []
+    on_shutdown = worker.on_shutdown
+    assert on_shutdown is not None
+
+    async def recording(ctx: dict[str, Any]) -> None:
+        shutdowns.append(True)
+        await on_shutdown(ctx)
+
+    worker.on_shutdown = recording
+    # A job task cancelled outside its job's body, as a SIGTERM can leave one.
+    stray = asyncio.create_task(asyncio.sleep(60))
+    worker.tasks["stray"] = stray
+    await services.redis.set(worker.health_check_key, "alive")
+    stray.cancel()
+    await worker.close()
+    assert shutdowns == [True]
+    assert not await services.redis.exists(worker.health_check_key)
