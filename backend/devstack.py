@@ -258,11 +258,12 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
 
 
 def start_s3(log_dir: Path, port: int | None = None) -> Process:
-    """moto's S3-compatible server on loopback (a stand-in for MinIO in dev and tests)."""
+    """moto's S3-compatible server on loopback (a stand-in for MinIO in dev and tests), served
+    with keep-alive connections as a real store's are (`backend.s3standin`)."""
     if port:
         ensure_port_free(port, "S3 server")
     port = port or free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    argv = [sys.executable, "-m", "backend.s3standin", "127.0.0.1", str(port)]
     env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
     popen, log_path = _spawn(f"s3-{port}", argv, log_dir, env=env)
     process = Process("s3", popen, f"http://127.0.0.1:{port}", log_path)
