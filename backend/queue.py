@@ -38,9 +38,11 @@ from arq.constants import (
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
+    retry_key_prefix,
 )
 from arq.cron import CronJob, cron
 from arq.jobs import serialize_job
+from arq.utils import to_ms
 from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
@@ -95,6 +97,41 @@ WAITING_SCAN_LIMIT = 10_000
 # j_complete / j_failed / j_retried count this worker's jobs since it started, j_ongoing the
 # jobs it runs right now (cron runs included), queued the whole queue's length at that moment.
 _ONGOING = re.compile(r"j_ongoing=(\d+)")
+
+# KEYS: in-progress, queue. ARGV: job id, now (epoch ms), in-progress TTL (ms). The job's
+# queue score once it is marked in progress for this worker; false when it runs elsewhere,
+# left the queue, or is not due yet. arq 0.28's Worker.start_jobs makes the same checks and
+# write with WATCH, EXISTS, ZSCORE and MULTI/PSETEX/EXEC: four round trips per job.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
+# KEYS: in-progress, result, retry, job, abort set, queue. ARGV: job id, lease token ('' = no
+# check), finish ('1'/'0'), result ('' = none), result TTL ms ('' = none), score increment
+# ('' = none), keep-in-progress ms ('' = delete the key). arq 0.28's Worker.finish_job writes,
+# done only while the in-progress key still holds this run's lease token; 0 when it does not.
+_FINISH = """
+if ARGV[2] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local dels = {}
+if ARGV[7] == '' then dels[#dels + 1] = KEYS[1] else redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
+if ARGV[3] == '1' then
+  if ARGV[4] ~= '' then
+    if ARGV[5] == '' then redis.call('SET', KEYS[2], ARGV[4])
+    else redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
+  end
+  dels[#dels + 1] = KEYS[3]
+  dels[#dels + 1] = KEYS[4]
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+elseif ARGV[6] ~= '' then
+  redis.call('ZINCRBY', KEYS[6], ARGV[6], ARGV[1])
+end
+if #dels > 0 then redis.call('DEL', unpack(dels)) end
+return 1
+"""
 
 
 def queue_key(settings: Settings) -> str:
@@ -263,6 +300,8 @@ class LeasedWorker(Worker):
         super().__init__(*args, **kwargs)
         self.lease_tokens: dict[str, str] = self.ctx.setdefault("lease_tokens", {})
         self._slot_freed = asyncio.Event()
+        self._claim: Any = None
+        self._finish: Any = None
 
     async def _poll_iteration(self) -> None:
         """arq's poll, again each time a slot frees, until poll_delay has passed.
@@ -312,16 +351,78 @@ class LeasedWorker(Worker):
             await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
+        """arq's start_jobs (arq/worker.py 0.28), claiming each job in one atomic round trip.
 
-    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
-        token = self.lease_tokens.pop(job_id, None)
-        if token is not None:
-            holder = await self.pool.get(in_progress_key(job_id))
-            if holder != token.encode():
-                logger.warning("job %s changed hands during this run; leaving it be", job_id)
+        A job this worker already runs is not started a second time beside itself.
+        """
+        if self._claim is None:
+            self._claim = self.pool.register_script(_CLAIM)
+        for job_id_b in job_ids:
+            job_id = job_id_b.decode()
+            if job_id in self.tasks:
+                continue
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
                 return
-        await super().finish_job(job_id, *args, **kwargs)
+            self.job_counter += 1
+            now_ms = round(time.time() * 1000)
+            ttl_ms = int(self.in_progress_timeout_s * 1000)
+            try:
+                score = await self._claim(
+                    keys=[in_progress_key(job_id), self.queue_name], args=[job_id, now_ms, ttl_ms]
+                )
+            except BaseException:
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+            if score is None:
+                # Running elsewhere, finished, or re-queued with a delay by another worker.
+                self.job_counter -= 1
+                self.sem.release()
+                logger.debug("job %s already running elsewhere", job_id)
+                continue
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's finish_job (arq/worker.py 0.28) as one script that first checks the lease."""
+        if self._finish is None:
+            self._finish = self.pool.register_script(_FINISH)
+        token = self.lease_tokens.pop(job_id, None)
+        expire = None if keep_result_forever else result_timeout_s
+        keep = None if keep_in_progress is None else to_ms(keep_in_progress)
+        done = await self._finish(
+            keys=[
+                in_progress_key(job_id),
+                result_key_prefix + job_id,
+                retry_key_prefix + job_id,
+                job_key_prefix + job_id,
+                abort_jobs_ss,
+                self.queue_name,
+            ],
+            args=[
+                job_id,
+                token or "",
+                "1" if finish else "0",
+                result_data or b"",
+                "" if expire is None else to_ms(expire),
+                incr_score or "",
+                "" if keep is None else keep,
+            ],
+        )
+        if not done:
+            logger.warning("job %s changed hands during this run; leaving it be", job_id)
 
 
 def worker_redis(settings: Settings) -> QueueRedis:

@@ -272,3 +272,85 @@ async def test_close_finishes_its_shutdown_when_a_job_task_ended_cancelled(
     await worker.close()
     assert shutdowns == [True]
     assert not await services.redis.exists(worker.health_check_key)
+
+
+async def test_a_worker_claims_a_job_in_one_round_trip_and_only_a_free_due_one(
+    services: Services, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = serving_worker(settings, burst=True)
+    await worker.async_run()  # an empty queue: connected, then back at once
+    free, elsewhere, later, gone = [
+        (await start_job(services, [n], "public")).job_id for n in (1, 3, 4, 5)
+    ]
+    # Running on another worker; re-queued for later; no longer in the queue.
+    await services.redis.set(queue.in_progress_key(elsewhere), "other-worker", px=60_000)
+    later_ms = round((time.time() + 60) * 1000)
+    await services.redis.zadd(settings.queue_name, {later: later_ms})
+    await services.redis.zrem(settings.queue_name, gone)
+    await worker.start_jobs([b"no-such-job"])  # loads the script
+    sent: list[object] = []
+    execute = worker.pool.execute_command
+
+    async def counted(*args: object, **options: object) -> object:
+        sent.append(args[0])
+        return await execute(*args, **options)
+
+    started: list[str] = []
+
+    async def run_job(job_id: str, score: int) -> None:
+        started.append(job_id)
+
+    monkeypatch.setattr(worker.pool, "execute_command", counted)
+    monkeypatch.setattr(worker, "run_job", run_job)
+    try:
+        await worker.start_jobs([j.encode() for j in (free, elsewhere, later, gone)])
+        await asyncio.gather(*worker.tasks.values())
+    finally:
+        monkeypatch.undo()
+        await worker.close()
+
+    assert started == [free]
+    # One round trip per job, where arq sends four.
+    assert sent == ["EVALSHA"] * 4
+    assert await services.redis.pttl(queue.in_progress_key(free)) > 0
+    assert await services.redis.get(queue.in_progress_key(elsewhere)) == b"other-worker"
+    assert not await services.redis.exists(queue.in_progress_key(later))
+    assert not await services.redis.exists(queue.in_progress_key(gone))
+    # Every slot it took for a job it did not start was given back.
+    assert worker.job_counter == 0
+
+
+async def test_a_run_finishes_its_job_only_while_the_job_holds_its_lease(
+    services: Services, settings: Settings
+) -> None:
+    worker = serving_worker(settings, burst=True)
+    await worker.async_run()  # an empty queue: connected, then back at once
+    try:
+        job_id = (await start_job(services, [1], "public")).job_id
+        marker, job = queue.in_progress_key(job_id), queue.job_key(job_id)
+        # Another attempt took the job over: this run leaves everything to it.
+        await services.redis.set(marker, "their-token", px=60_000)
+        worker.lease_tokens[job_id] = "my-token"
+        await worker.finish_job(job_id, True, b"result", 60, False, None, None)
+        assert await services.redis.get(marker) == b"their-token"
+        assert await services.redis.exists(job)
+        assert await services.redis.zscore(settings.queue_name, job_id) is not None
+
+        # Its own lease: the job is finished as arq would (result kept 60 s, the rest gone).
+        await services.redis.set(marker, "my-token", px=60_000)
+        worker.lease_tokens[job_id] = "my-token"
+        await worker.finish_job(job_id, True, b"result", 60, False, None, None)
+        assert not await services.redis.exists(marker, job)
+        assert await services.redis.zscore(settings.queue_name, job_id) is None
+        result = f"arq:result:{job_id}"
+        assert await services.redis.get(result) == b"result"
+        assert 0 < await services.redis.pttl(result) <= 60_000
+
+        # A retry (not finished): the score moves on and the marker is kept as asked.
+        await services.redis.zadd(settings.queue_name, {job_id: 1000})
+        await services.redis.set(marker, "x")
+        await worker.finish_job(job_id, False, None, None, False, 500, 5)
+        assert await services.redis.zscore(settings.queue_name, job_id) == 1500
+        assert 0 < await services.redis.pttl(marker) <= 5000
+    finally:
+        await worker.close()
