@@ -9,6 +9,10 @@ and the interpreter's exit joins the thread forever: the worker never exits.
 Here the thread waits on a future that the consumer cancels on its way out, so a cancelled or
 failed archive ends its writer thread at once (the thread raises `WriterStopped` inside the
 generator, which unwinds and returns).
+
+An archive small enough to hold whole (`inline=True`, the caller's call) skips the thread: its
+members are read first, then zipped on the event loop. For a one-file job of a few KiB the
+thread, its start and its hand-offs cost more than the ZIP itself (bench/queueing.py).
 """
 
 from __future__ import annotations
@@ -88,12 +92,21 @@ async def zip_stream(
     *,
     chunk_size: int,
     get_compressobj: Callable[[], Any],
+    inline: bool = False,
 ) -> AsyncIterator[bytes]:
     """The ZIP file of `members` (stream-zip member tuples), as chunks of about `chunk_size`.
 
     Raises whatever a member's chunk iterator raises. Cancelling the consumer or closing this
-    generator stops the writer thread within one chunk.
+    generator stops the writer thread within one chunk. With `inline`, every member's bytes
+    are held in memory at once and zipped on the event loop: for small archives only.
     """
+    if inline:
+        held = []
+        async for name, modified, mode, method, chunks in members:
+            held.append((name, modified, mode, method, [chunk async for chunk in chunks]))
+        for zipped in stream_zip(held, chunk_size=chunk_size, get_compressobj=get_compressobj):
+            yield zipped
+        return
     loop = asyncio.get_running_loop()
     bridge = _Bridge(loop)
 
