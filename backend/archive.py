@@ -24,13 +24,25 @@ from opentelemetry.trace import Status, StatusCode
 from stream_zip import NO_COMPRESSION_64, ZIP_64
 
 from backend import entrynames, tracing
-from backend.storage import NoSuchObject, SourceObject, Storage, StorageError, Upload
+from backend.storage import (
+    READ_CHUNK,
+    NoSuchObject,
+    SourceObject,
+    Storage,
+    StorageError,
+    Upload,
+    VersionChanged,
+)
 from backend.zipstream import zip_stream
 
 _EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
 # stream-zip runs in a thread and hands every output chunk back to the event loop; at its
 # 64 KiB default those hand-offs cost more than the copying (bench/throughput.py).
 _ZIP_CHUNK = 1024 * 1024
+# Archives of at most this many source bytes are read whole and zipped on the event loop
+# (zipstream.py): the loop is then busy for about a millisecond, less than the writer
+# thread's start and hand-offs cost a small job.
+INLINE_ZIP_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -49,6 +61,14 @@ class SourceMissing(NoSuchObject):
     """A source object vanished after it was listed (before or while it was read)."""
 
     def __init__(self, source: SourceObject, cause: NoSuchObject) -> None:
+        super().__init__(str(cause))
+        self.source = source
+
+
+class SourceChanged(VersionChanged):
+    """A source object is no longer the version its ETag names (overwritten since listed)."""
+
+    def __init__(self, source: SourceObject, cause: VersionChanged) -> None:
         super().__init__(str(cause))
         self.source = source
 
@@ -88,8 +108,10 @@ async def build_archive(
     """Write one ZIP holding every source under its catalogue name to `key`; return its size.
 
     `part_size` is the bytes per uploaded part (at least 5 MiB: S3's minimum for every part
-    but the last). Raises SourceMissing when a source is gone by the time it is read,
-    StorageError when storage fails, or whatever `on_progress` raises.
+    but the last). Each source with an ETag is read with `If-Match` on it, so the archive
+    holds exactly the versions it was asked for. Raises SourceMissing when a source is gone by
+    the time it is read, SourceChanged when it is no longer that version, StorageError when
+    storage fails, or whatever `on_progress` raises.
     On any error or cancellation the partial multipart upload is aborted, so no half archive
     and no orphaned parts are left behind.
     """
@@ -100,13 +122,16 @@ async def build_archive(
     async def member_bytes(source: SourceObject) -> AsyncIterator[bytes]:
         progress.current_file = source.name
         try:
-            async for chunk in _traced_file(storage.read(source.key), source, parent):
+            chunks = _even(storage.read(source.key, if_match=source.etag), READ_CHUNK)
+            async for chunk in _traced_file(chunks, source, parent):
                 await throttle.pace(len(chunk))
                 progress.bytes_done += len(chunk)
                 await on_progress(progress)
                 yield chunk
         except NoSuchObject as exc:
             raise SourceMissing(source, exc) from exc
+        except VersionChanged as exc:
+            raise SourceChanged(source, exc) from exc
         progress.files_done += 1
         await on_progress(progress)
 
@@ -133,6 +158,7 @@ async def build_archive(
             members(),
             chunk_size=_ZIP_CHUNK,
             get_compressobj=compressor,
+            inline=sum(source.size for source in sources) <= INLINE_ZIP_BYTES,
         ):
             buffer += chunk
             size += len(chunk)
@@ -161,6 +187,24 @@ async def build_archive(
             await asyncio.shield(upload.abort())
         raise
     return size
+
+
+async def _even(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """`chunks` re-cut to exactly `size` bytes each (the last may be shorter).
+
+    A socket hands a body over in pieces that vary from read to read, and the deflate stream
+    (level 0: stored blocks, RFC 1951 §3.2.4) cuts its blocks where compress() calls end; even
+    pieces make the same files give the same archive bytes on every build, as content-addressed
+    archives must (reuse.py: two builders of one address write the same bytes).
+    """
+    pending = bytearray()
+    async for chunk in chunks:
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
 
 
 async def _traced_file(

@@ -18,7 +18,7 @@ Redis keys (`<KEY_PREFIX>:catalogue:` …):
 | `next` | string | counter of generation numbers (INCR) |
 | `lock` | string | the refresher's token while a refresh runs (PX = REFRESH_LOCK_MS) |
 | `g:<n>:meta` | hash | `built_at` (epoch s), `digest` of the listing, `count` |
-| `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null]` |
+| `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null, etag]` |
 | `g:<n>:order:<sort>` | zset | file id -> its rank (0…) in `sort` order: id, name, size, modified |
 | `g:<n>:scan` | string | a line `<lower-case name>\\t<id>\\t<size>\\t<4 ranks>` per file |
 | `g:<n>:m:<digest>` | string | a search's matches, packed (catalogue_search.py; TTL 120 s) |
@@ -73,6 +73,21 @@ FIRST_BUILD_WAIT_SECONDS = 10.0
 _WRITE_BATCH = 5_000
 
 # KEYS: the lock. ARGV: the holder's token. Deletes the lock only if the caller holds it.
+# KEYS: current. ARGV: the generations' key prefix, then file ids. The current generation
+# and each id's row (nil when absent), in one round trip; false while there is no index. The
+# files key is named from the generation read here, so a swap cannot fall between the two.
+# HMGET in slices: Lua's unpack has a stack limit of a few thousand values.
+_LOOKUP = """
+local g = redis.call('GET', KEYS[1])
+if not g then return false end
+local key = ARGV[1] .. g .. ':files'
+local out = {g}
+for first = 2, #ARGV, 1000 do
+  local rows = redis.call('HMGET', key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+  for i = 1, #rows do out[#out + 1] = rows[i] end
+end
+return out
+"""
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -92,13 +107,15 @@ class IndexUnavailable(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class IndexedFile:
-    """One file as the index holds it: id, key in the source bucket, name, size, mtime."""
+    """One file as the index holds it: id, key in the source bucket, name, size, mtime, and
+    the ETag it had when listed ("" in an index written before ETags were kept)."""
 
     file_id: int
     key: str
     name: str
     size: int
     modified: float | None
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +177,7 @@ def _digest(files: list[SourceObject]) -> str:
     hasher = hashlib.sha256()
     for f in files:
         stamp = f.modified.timestamp() if f.modified else ""
-        hasher.update(f"{f.key}\x00{f.size}\x00{stamp}\n".encode())
+        hasher.update(f"{f.key}\x00{f.size}\x00{stamp}\x00{f.etag}\n".encode())
     return hasher.hexdigest()
 
 
@@ -199,6 +216,7 @@ class CatalogueIndex:
         self.search = SearchCache(redis, self.base)
         self._unlock = redis.register_script(_UNLOCK)
         self._extend = redis.register_script(_EXTEND)
+        self._lookup = redis.register_script(_LOOKUP)
 
     def _key(self, generation: int, name: str) -> str:
         return f"{self.base}:g:{generation}:{name}"
@@ -285,7 +303,7 @@ class CatalogueIndex:
         pending_ttl = REFRESH_LOCK_MS // 1000 + self.grace_seconds
         rows = {
             str(f.file_id): msgspec.json.encode(
-                [f.key, f.name, f.size, f.modified.timestamp() if f.modified else None]
+                [f.key, f.name, f.size, f.modified.timestamp() if f.modified else None, f.etag]
             )
             for f in files
         }
@@ -410,17 +428,27 @@ class CatalogueIndex:
         rows = await _done(
             self.redis.hmget(self._key(generation, "files"), [str(i) for i in file_ids])
         )
-        found: dict[int, IndexedFile] = {}
-        for file_id, row in zip(file_ids, rows, strict=True):
-            if row is not None:
-                key, name, size, modified = msgspec.json.decode(row)
-                found[file_id] = IndexedFile(file_id, key, name, size, modified)
-        return found
+        return _indexed(file_ids, rows)
 
     async def lookup(self, file_ids: list[int]) -> dict[int, IndexedFile]:
         """The current generation's files of `file_ids` ({} while there is no index)."""
-        generation = await self.current()
-        return {} if generation is None else await self.lookup_in(generation, file_ids)
+        if not file_ids:
+            return {}
+        found = await self._lookup(
+            keys=[f"{self.base}:current"], args=[f"{self.base}:g:", *map(str, file_ids)]
+        )
+        if not found:
+            return {}
+        return _indexed(file_ids, found[1:])
+
+
+def _indexed(file_ids: list[int], rows: list[bytes | None]) -> dict[int, IndexedFile]:
+    found: dict[int, IndexedFile] = {}
+    for file_id, row in zip(file_ids, rows, strict=True):
+        if row is not None:
+            # Five fields; four in an index written before ETags were kept.
+            found[file_id] = IndexedFile(file_id, *msgspec.json.decode(row))
+    return found
 
 
 async def run_refresher(index: CatalogueIndex) -> None:

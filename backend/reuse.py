@@ -4,10 +4,10 @@ Safe because every archive holds only catalogue files anyone may request (issue 
 each job keeps its own id, owner, events, link and download name.
 
 - **Content address.** sha256 of the format version, the archive options (`on_missing`,
-  compression level) and the sorted (entry name, key, ETag, size, modified) of the files it
-  holds, from the catalogue listing: zero bytes read. S3 changes an object's ETag whenever its
-  bytes change, so an overwritten file makes a new address. The archive lives at
-  `archives/sha256/<address>.zip`.
+  compression level) and the sorted (entry name, key, ETag, size, modified in whole seconds)
+  of the files it holds, from the catalogue index or a HEAD: zero bytes read. S3 changes an
+  object's ETag whenever its bytes change, so an overwritten file makes a new address. The
+  archive lives at `archives/sha256/<address>.zip`.
 - **Records.** `<prefix>:archive:<address>` (JSON: key, size, members, bytes, skipped, built_at)
   and the index `<prefix>:archives` (address -> last use, epoch seconds). A job that finds a
   record, and the object behind it, completes at once and marks the use.
@@ -30,6 +30,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
@@ -50,6 +51,29 @@ WAIT_INTERVAL = 0.05
 # The counters of `<prefix>:archive_stats`.
 BUILT, REUSED, SOURCE_BYTES_READ = "built", "reused", "source_bytes_read"
 
+# KEYS: record, index, builder. ARGV: address, now, token, lease ms. {1, record JSON} when the
+# archive exists (its use marked); {2} when the caller now holds the builder lease; {0} when
+# someone else holds it. One round trip where a look and a SET NX took two.
+_CLAIM = """
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  return {1, raw}
+end
+if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then return {2} end
+return {0}
+"""
+# KEYS: record, index, counters, builder. ARGV: address, record JSON, record TTL s, now,
+# BUILT, SOURCE_BYTES_READ, bytes read, builder token ('' = none). Records a finished build,
+# counts it, and gives back the builder lease if the caller still holds it: one round trip.
+_PUBLISH = """
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[6], ARGV[7])
+if ARGV[8] ~= '' and redis.call('GET', KEYS[4]) == ARGV[8] then redis.call('DEL', KEYS[4]) end
+return 1
+"""
 # KEYS: record, index. ARGV: address, now. The record's JSON (and its use marked), or false.
 _USE = """
 local raw = redis.call('GET', KEYS[1])
@@ -90,6 +114,24 @@ class SharedArchive(msgspec.Struct, kw_only=True):
 _decoder = msgspec.json.Decoder(SharedArchive)
 
 
+@dataclass(slots=True)
+class BuilderLease:
+    """A held builder lease: its key, the holder's token, and whether it was given back."""
+
+    key: str
+    token: str
+    released: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `ArchiveRegistry.claim` found: the archive (`shared`), or the builder lease this
+    caller now holds (`lease`), or neither (someone else is building it)."""
+
+    shared: SharedArchive | None = None
+    lease: BuilderLease | None = None
+
+
 def content_address(
     sources: Sequence[SourceObject],
     names: Sequence[str],
@@ -98,7 +140,9 @@ def content_address(
 ) -> str:
     """The hex sha256 naming the archive of `sources` under entry `names` with these options."""
     members = sorted(
-        [name, s.key, s.etag, s.size, s.modified.isoformat() if s.modified else ""]
+        # Whole seconds: a listing gives milliseconds, a HEAD's Last-Modified (an HTTP-date)
+        # seconds, and the ZIP keeps no finer time (APPNOTE 4.4.6, extra field 0x5455).
+        [name, s.key, s.etag, s.size, int(s.modified.timestamp()) if s.modified else ""]
         for s, name in zip(sources, names, strict=True)
     )
     payload = {
@@ -139,6 +183,8 @@ class ArchiveRegistry:
         self.index_key = f"{prefix}:archives"
         self.stats_key = f"{prefix}:archive_stats"
         self._use = redis.register_script(_USE)
+        self._claim = redis.register_script(_CLAIM)
+        self._publish = redis.register_script(_PUBLISH)
         self._forget = redis.register_script(_FORGET_IF_UNUSED)
         self._renew = redis.register_script(_RENEW)
 
@@ -156,13 +202,54 @@ class ArchiveRegistry:
         )
         return None if raw is None else _decoder.decode(raw)
 
-    async def publish(self, archive: SharedArchive, ttl_seconds: int) -> None:
-        """Record a finished build (used now). The record outlives the sweep that deletes it."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.record_key(archive.address), msgspec.json.encode(archive))
-            pipe.expire(self.record_key(archive.address), 2 * ttl_seconds + 3600)
-            pipe.zadd(self.index_key, {archive.address: time.time()})
-            await pipe.execute()
+    async def publish(
+        self,
+        archive: SharedArchive,
+        ttl_seconds: int,
+        source_bytes_read: int = 0,
+        lease: BuilderLease | None = None,
+    ) -> None:
+        """Record a finished build (used now), count it (BUILT, SOURCE_BYTES_READ) and give
+        back the builder `lease`, in one round trip. The record outlives the sweep that
+        deletes it."""
+        address = archive.address
+        await self._publish(
+            keys=[
+                self.record_key(address),
+                self.index_key,
+                self.stats_key,
+                self.builder_key(address),
+            ],
+            args=[
+                address,
+                msgspec.json.encode(archive),
+                2 * ttl_seconds + 3600,
+                repr(time.time()),
+                BUILT,
+                SOURCE_BYTES_READ,
+                source_bytes_read,
+                lease.token if lease else "",
+            ],
+        )
+        if lease is not None:
+            lease.released = True
+
+    @contextlib.asynccontextmanager
+    async def claim(self, address: str, holder: str = "") -> AsyncIterator[Claim]:
+        """The archive of `address` (its use marked), or else its builder lease for `holder`
+        if it is free, kept while inside; one round trip either way."""
+        lease = self._new_lease(address, holder)
+        found = await self._claim(
+            keys=[self.record_key(address), self.index_key, lease.key],
+            args=[address, repr(time.time()), lease.token, self.lease_ms],
+        )
+        if found[0] == 1:
+            yield Claim(shared=_decoder.decode(found[1]))
+        elif found[0] == 2:
+            async with self._holding(lease):
+                yield Claim(lease=lease)
+        else:
+            yield Claim()
 
     async def last_used(self, address: str) -> float | None:
         score = await self.redis.zscore(self.index_key, address)
@@ -178,25 +265,34 @@ class ArchiveRegistry:
         return None if value is None else _text(value).rpartition(" ")[0]
 
     @contextlib.asynccontextmanager
-    async def lead(self, address: str, holder: str = "") -> AsyncIterator[bool]:
+    async def lead(self, address: str, holder: str = "") -> AsyncIterator[BuilderLease | None]:
         """Take the builder lease of `address` for `holder` (a job id, say) if it is free
-        (True), and keep it while inside."""
-        # The holder is for others to read; the random part makes this hold ours alone.
-        token = f"{holder} {secrets.token_hex(16)}"
-        key = self.builder_key(address)
-        if not await self.redis.set(key, token, nx=True, px=self.lease_ms):
-            yield False
+        (None if not), and keep it while inside."""
+        lease = self._new_lease(address, holder)
+        if not await self.redis.set(lease.key, lease.token, nx=True, px=self.lease_ms):
+            yield None
             return
-        keeper = asyncio.create_task(self._keep(key, token))
+        async with self._holding(lease):
+            yield lease
+
+    def _new_lease(self, address: str, holder: str) -> BuilderLease:
+        # The holder is for others to read; the random part makes this hold ours alone.
+        return BuilderLease(self.builder_key(address), f"{holder} {secrets.token_hex(16)}")
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, lease: BuilderLease) -> AsyncIterator[None]:
+        """Renew `lease` while inside; give it back on the way out unless already given."""
+        keeper = asyncio.create_task(self._keep(lease.key, lease.token))
         try:
-            yield True
+            yield
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            # Shielded: a cancelled build still frees its address at once for a waiter.
-            with contextlib.suppress(RedisError):
-                await asyncio.shield(self._renew(keys=[key], args=[token, 0]))
+            if not lease.released:
+                # Shielded: a cancelled build still frees its address at once for a waiter.
+                with contextlib.suppress(RedisError):
+                    await asyncio.shield(self._renew(keys=[lease.key], args=[lease.token, 0]))
 
     async def _keep(self, key: str, token: str) -> None:
         while True:

@@ -1,12 +1,16 @@
-"""Where a job's files are now: the index names each file's key, a HEAD gives its version.
+"""Where a job's files are: the index names each file's key and version, a HEAD confirms it.
 
 A job packs the files as they are when it runs, not as the catalogue index last saw them, and
 finds them without listing the source bucket:
 
-- the index in Redis (catalogue_index.py) maps file ids to keys and names;
-- one HEAD per file (S3 HeadObject, no bytes read) gives its current size, last change and
-  ETag, which make the archive's content address (reuse.py), and finds a file deleted since
-  the index was built, by name;
+- the index in Redis (catalogue_index.py) maps file ids to keys, names, sizes and the ETags
+  they had when listed;
+- unverified (`verify=False`), a file is taken as the index saw it, with no S3 request: the
+  archive then reads it with `If-Match` on that ETag (RFC 9110 §13.1.1), so a file changed,
+  renamed or deleted since the index was built fails its read (412 or 404) instead of being
+  packed as it was, and the job resolves again, verified;
+- verified (the default), one HEAD per file (S3 HeadObject, no bytes read) gives its current
+  size, last change and ETag, and finds a file deleted since the index was built, by name;
 - ids the index does not know (added since its last refresh, renamed, or no index yet) are
   looked up in the bucket itself (Catalogue.resolve: a prefix listing each, or one listing).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from backend.catalogue_index import CatalogueIndex, IndexedFile
 from backend.storage import NoSuchObject, SourceObject, Storage
@@ -32,12 +37,27 @@ class Resolved:
     names: dict[int, str] = field(default_factory=dict)
 
 
-async def resolve_sources(index: CatalogueIndex, storage: Storage, file_ids: list[int]) -> Resolved:
-    """The current source object of each of `file_ids` (StorageError when S3 fails)."""
+async def resolve_sources(
+    index: CatalogueIndex, storage: Storage, file_ids: list[int], *, verify: bool = True
+) -> Resolved:
+    """The source object of each of `file_ids`: its current version, or with `verify=False`
+    the version the index holds where it has one (StorageError when S3 fails)."""
     indexed = await index.lookup(file_ids)
     slots = asyncio.Semaphore(HEAD_CONCURRENCY)
 
     async def current(entry: IndexedFile) -> SourceObject | None:
+        if not verify and entry.etag:
+            modified = (
+                None if entry.modified is None else datetime.fromtimestamp(entry.modified, UTC)
+            )
+            return SourceObject(
+                file_id=entry.file_id,
+                name=entry.name,
+                size=entry.size,
+                key=entry.key,
+                modified=modified,
+                etag=entry.etag,
+            )
         async with slots:
             try:
                 info = await storage.stat_source(entry.key)

@@ -293,6 +293,37 @@ async def test_readers_during_a_refresh_see_the_old_index_or_the_new_never_part(
     await services.redis.delete(*[k async for k in services.redis.scan_iter(f"{index.base}:*")])
 
 
+async def test_a_lookup_of_thousands_of_ids_is_one_round_trip_with_each_files_version(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await services.catalogue.lookup([1, 2]) == {}  # no index yet
+    await services.catalogue.refresh()
+    listed = {f.file_id: f for f in await services.storage.catalogue()}
+    # More ids than one HMGET slice of the script takes; the indexed ones spread across them.
+    asked = [*range(10_000, 12_500), 2, *range(20_000, 21_000), 5]
+    await services.catalogue.lookup([1])  # loads the script
+    sent: list[object] = []
+    execute = services.redis.execute_command
+
+    async def counted(*args: object, **options: object) -> object:
+        sent.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(services.redis, "execute_command", counted)
+    found = await services.catalogue.lookup(asked)
+
+    assert sent == ["EVALSHA"]
+    assert sorted(found) == [2, 5]
+    for file_id, entry in found.items():
+        source = listed[file_id]
+        assert (entry.key, entry.name, entry.size, entry.etag) == (
+            source.key,
+            source.name,
+            source.size,
+            source.etag,
+        )
+
+
 async def test_one_refresh_at_a_time(services: Services) -> None:
     results = await asyncio.gather(*(services.catalogue.refresh() for _ in range(4)))
     assert sum(r is not None for r in results) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
 import pytest
 
 from backend.services import Services
@@ -87,3 +88,44 @@ async def test_without_an_index_every_file_is_looked_up_in_the_bucket(
 
     assert [s.name for s in resolved.found] == ["solo.txt"]
     assert listings["LIST"] == 1 and listings["HEAD"] == 0
+
+
+async def test_unverified_the_index_serves_every_indexed_file_without_an_s3_request(
+    services: Services, listings: Counter[str]
+) -> None:
+    for file_id in (7401, 7402):
+        await services.storage.put_source(file_id, f"u-{file_id}.txt", b"u" * file_id)
+    await services.catalogue.refresh()
+    listed = {f.file_id: f for f in await services.storage.catalogue()}
+    listings.clear()
+
+    resolved = await resolve_sources(
+        services.catalogue, services.storage, [7402, 7401, 7998], verify=False
+    )
+
+    assert [(s.file_id, s.key, s.size, s.etag) for s in resolved.found] == [
+        (i, listed[i].key, listed[i].size, listed[i].etag) for i in (7402, 7401)
+    ]
+    assert resolved.missing == [7998]
+    # Only the id the index does not know was looked up in the bucket.
+    assert listings == {"LIST": 1}
+
+
+async def test_unverified_an_index_without_etags_still_heads_each_file(
+    services: Services, listings: Counter[str]
+) -> None:
+    await services.storage.put_source(7501, "old-index.txt", b"o" * 10)
+    await services.catalogue.refresh()
+    # Rows as an index written before ETags were kept: [key, name, size, modified].
+    generation = await services.catalogue.current()
+    assert generation is not None
+    files_key = f"{services.settings.key_prefix}:catalogue:g:{generation}:files"
+    row = msgspec.json.decode(await services.redis.hget(files_key, "7501"))
+    await services.redis.hset(files_key, "7501", msgspec.json.encode(row[:4]))
+    [listed] = await services.storage.catalogue("7501/")
+    listings.clear()
+
+    resolved = await resolve_sources(services.catalogue, services.storage, [7501], verify=False)
+
+    assert [s.etag for s in resolved.found] == [listed.etag]
+    assert listings == {"HEAD": 1}

@@ -14,7 +14,7 @@ import pytest
 
 from backend.services import Services
 from backend.settings import Settings
-from backend.storage import NoSuchObject, Storage, StorageError
+from backend.storage import NoSuchObject, Storage, StorageError, VersionChanged
 from backend.storage.base import MIN_PART_SIZE
 from backend.storage.memory import MemoryStore
 
@@ -83,6 +83,19 @@ async def test_stat_gives_the_listings_size_and_etag_without_reading(storage: St
     assert changed.size == 12 and changed.etag != stat.etag
     with pytest.raises(NoSuchObject):
         await storage.stat_source("9101/missing.txt")
+
+
+async def test_a_read_with_if_match_gets_that_version_or_version_changed(
+    storage: Storage,
+) -> None:
+    await storage.put_source(9102, "d.txt", b"version one")
+    etag = (await storage.stat_source("9102/d.txt")).etag
+    assert b"".join([c async for c in storage.read("9102/d.txt", if_match=etag)]) == b"version one"
+    await storage.put_source(9102, "d.txt", b"version two")
+    with pytest.raises(VersionChanged):
+        _ = [c async for c in storage.read("9102/d.txt", if_match=etag)]
+    with pytest.raises(NoSuchObject):
+        _ = [c async for c in storage.read("9102/gone.txt", if_match=etag)]
 
 
 async def test_a_missing_bucket_is_a_storage_error(storage: Storage) -> None:

@@ -8,19 +8,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from backend import tracing
-from backend.archive import ArchiveProgress, SourceMissing, build_archive, entry_names
+from backend.archive import (
+    ArchiveProgress,
+    SourceChanged,
+    SourceMissing,
+    build_archive,
+    entry_names,
+)
 from backend.failures import describe_skipped
 from backend.metrics.worker import archived
 from backend.models import JobRecord, SkippedFile, SkipReason
 from backend.queue import BUILD_ARCHIVE
 from backend.reuse import (
-    BUILT,
     REUSED,
     SOURCE_BYTES_READ,
     WAIT_INTERVAL,
     ArchiveRegistry,
+    BuilderLease,
     SharedArchive,
     content_address,
     registry_for,
@@ -28,11 +35,14 @@ from backend.reuse import (
 )
 from backend.runner import Attempt, JobCancelled, JobFailed
 from backend.sources import resolve_sources
-from backend.storage import SourceObject, Storage
+from backend.storage import SourceObject, Storage, StorageError
 
 logger = logging.getLogger(__name__)
 
 ARCHIVE_PREFIX = "archives/"
+# Resolutions of one attempt's files before it gives up on files that keep changing (the
+# attempt then fails as a storage error, and is retried with the usual backoff).
+MAX_PLANS = 3
 
 
 def archive_key_for(job_id: str) -> str:
@@ -55,42 +65,96 @@ class ArchiveKind:
     name = BUILD_ARCHIVE
 
     async def run(self, attempt: Attempt) -> None:
-        services, record, settings = attempt.services, attempt.record, attempt.settings
-        with tracing.tracer().start_as_current_span("s3.resolve_sources"):
-            resolved = await resolve_sources(services.catalogue, services.storage, record.file_ids)
-        found = resolved.found
-        # A catalogue key that cannot be a file name ("<id>/..", only dots and spaces) is
-        # skipped and reported like a missing file, never an internal error.
-        names = entry_names(found)
-        sources = [s for s, name in zip(found, names, strict=True) if name is not None]
-        skipped = [
-            SkippedFile(file_id=i, name=resolved.names.get(i, ""), reason=SkipReason.NOT_FOUND)
-            for i in resolved.missing
-        ]
-        skipped += [
-            SkippedFile(file_id=s.file_id, name=s.name, reason=SkipReason.UNNAMABLE)
-            for s, name in zip(found, names, strict=True)
-            if name is None
-        ]
-        order = {file_id: n for n, file_id in enumerate(record.file_ids)}
-        _set_skipped(record, sorted(skipped, key=lambda f: order.get(f.file_id, 0)))
-        _check_skips(record, sources)
-        attempt.set_totals(len(sources), sum(source.size for source in sources))
-        await attempt.save_progress()
-
-        address = content_address(sources, [n for n in names if n is not None], record.on_missing)
-        registry = registry_for(services.redis, settings)
-        while True:
-            shared = await _reusable(services.storage, registry, address)
-            if shared is not None:
-                await registry.count(REUSED)
+        registry = registry_for(attempt.services.redis, attempt.settings)
+        # First as the catalogue index saw the files (no S3 request); with a HEAD each when
+        # the index proves out of date, or before an existing archive is handed out.
+        plan = await _plan(attempt, verify=False)
+        for _ in range(MAX_PLANS):
+            try:
+                shared = await _obtain(attempt, registry, plan)
                 break
-            async with registry.lead(address, record.job_id) as leading:
-                if leading:
-                    shared = await _build(attempt, registry, address, sources)
-                    break
-            await _wait_for_builder(attempt, registry, address)
+            except (_Outdated, SourceChanged) as exc:
+                logger.debug("job %s: resolving its files again (%s)", attempt.record.job_id, exc)
+                detail = exc.detail if isinstance(exc, _Outdated) else None
+                plan = await _plan(attempt, verify=True, detail=detail)
+        else:
+            raise StorageError(
+                f"the requested files changed {MAX_PLANS} times while the archive was built"
+            )
         await _complete(attempt, shared)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the archive will hold: the sources, their content address, and whether each
+    source's version was confirmed by a HEAD (`verified`) or taken from the index."""
+
+    sources: list[SourceObject]
+    address: str
+    verified: bool
+
+
+class _Outdated(Exception):
+    """An unverified plan must be resolved again: a read found a file gone, or an archive of
+    its address exists and would be handed out unconfirmed. `detail` is the storage's answer
+    to the failed read, if any, kept for the job's `error_detail`."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+async def _plan(attempt: Attempt, *, verify: bool, detail: str | None = None) -> _Plan:
+    """Resolve the job's files, set what it will hold and which files it skips (JobFailed,
+    with `detail`, when it may not go on without them)."""
+    services, record = attempt.services, attempt.record
+    span = "s3.verify_sources" if verify else "s3.resolve_sources"
+    with tracing.tracer().start_as_current_span(span):
+        resolved = await resolve_sources(
+            services.catalogue, services.storage, record.file_ids, verify=verify
+        )
+    found = resolved.found
+    # A catalogue key that cannot be a file name ("<id>/..", only dots and spaces) is
+    # skipped and reported like a missing file, never an internal error.
+    names = entry_names(found)
+    sources = [s for s, name in zip(found, names, strict=True) if name is not None]
+    skipped = [
+        SkippedFile(file_id=i, name=resolved.names.get(i, ""), reason=SkipReason.NOT_FOUND)
+        for i in resolved.missing
+    ]
+    skipped += [
+        SkippedFile(file_id=s.file_id, name=s.name, reason=SkipReason.UNNAMABLE)
+        for s, name in zip(found, names, strict=True)
+        if name is None
+    ]
+    order = {file_id: n for n, file_id in enumerate(record.file_ids)}
+    shown = (record.skipped, record.total_files, record.bytes_total)
+    _set_skipped(record, sorted(skipped, key=lambda f: order.get(f.file_id, 0)))
+    _check_skips(record, sources, detail if record.skipped else None)
+    attempt.set_totals(len(sources), sum(source.size for source in sources))
+    if not verify or shown != (record.skipped, record.total_files, record.bytes_total):
+        await attempt.save_progress()
+    address = content_address(sources, [n for n in names if n is not None], record.on_missing)
+    return _Plan(sources, address, verify)
+
+
+async def _obtain(attempt: Attempt, registry: ArchiveRegistry, plan: _Plan) -> SharedArchive:
+    """The archive of `plan`: an existing one (for a verified plan), or built here, or by
+    whoever builds it now. _Outdated when an unverified plan needs confirming first."""
+    storage, record = attempt.services.storage, attempt.record
+    while True:
+        async with registry.claim(plan.address, record.job_id) as claim:
+            if claim.lease is not None:
+                return await _build(attempt, registry, plan, claim.lease)
+        if claim.shared is not None:
+            if await _usable(storage, plan, claim.shared):
+                await registry.count(REUSED)
+                return claim.shared
+            # Its object is gone: build it again, over the record.
+            async with registry.lead(plan.address, record.job_id) as lease:
+                if lease is not None:
+                    return await _build(attempt, registry, plan, lease)
+        await _wait_for_builder(attempt, registry, plan.address)
 
 
 async def _wait_for_builder(attempt: Attempt, registry: ArchiveRegistry, address: str) -> None:
@@ -106,25 +170,27 @@ async def _wait_for_builder(attempt: Attempt, registry: ArchiveRegistry, address
         await asyncio.sleep(WAIT_INTERVAL)
 
 
-async def _reusable(
-    storage: Storage, registry: ArchiveRegistry, address: str
-) -> SharedArchive | None:
-    """The archive of `address` when its record and its object are both there (a HEAD)."""
-    shared = await registry.use(address)
-    if shared is None:
-        return None
+async def _usable(storage: Storage, plan: _Plan, shared: SharedArchive) -> bool:
+    """Whether the recorded archive of `plan` may be handed out: its object is there (a
+    HEAD). _Outdated first when the plan's files are not confirmed yet."""
+    if not plan.verified:
+        raise _Outdated("an archive of the same content exists; confirming the files first")
     if await storage.size_of(shared.key) != shared.size:
-        # Deleted under its record (by hand, or a bucket lifecycle rule): build it again.
+        # Deleted under its record (by hand, or a bucket lifecycle rule).
         logger.warning("shared archive %s is missing from the results store", shared.key)
-        return None
-    return shared
+        return False
+    return True
 
 
 async def _build(
-    attempt: Attempt, registry: ArchiveRegistry, address: str, sources: list[SourceObject]
+    attempt: Attempt, registry: ArchiveRegistry, plan: _Plan, lease: BuilderLease
 ) -> SharedArchive:
-    """Build the archive of `address` (holding its builder lease) and publish it."""
+    """Build the archive of `plan` (holding its builder `lease`) and publish it.
+
+    SourceChanged when a file is no longer the version planned; _Outdated when a file of an
+    unverified plan is gone (deleted or renamed since the index was built)."""
     services, record, settings = attempt.services, attempt.record, attempt.settings
+    address, sources = plan.address, plan.sources
     key = shared_archive_key(address)
     read = 0
 
@@ -140,6 +206,7 @@ async def _build(
         await services.storage.abort_pending_uploads(key)
     found_gone: list[SkippedFile] = []
     total_read = 0
+    published = False
     try:
         while True:
             try:
@@ -153,6 +220,9 @@ async def _build(
                 )
                 break
             except SourceMissing as exc:
+                if not plan.verified:
+                    # Deleted, or renamed, since the index was built: resolve again.
+                    raise _Outdated("a file is gone since the index was built", str(exc)) from exc
                 # Deleted after the listing: the ZIP so far holds part of it, so the archive
                 # starts over without it, in this attempt; progress shown stays where it was.
                 gone = exc.source
@@ -167,20 +237,24 @@ async def _build(
                 await attempt.save_progress()
             finally:
                 total_read, read = total_read + read, 0
+        shared = SharedArchive(
+            address=address,
+            key=key,
+            size=size,
+            members=len(sources),
+            bytes_total=sum(source.size for source in sources),
+            skipped=found_gone,
+            built_at=time.time(),
+        )
+        # With its counters, in the same round trip.
+        await registry.publish(
+            shared, settings.archive_ttl_seconds, source_bytes_read=total_read, lease=lease
+        )
+        published = True
     finally:
-        await registry.count(SOURCE_BYTES_READ, total_read)
+        if not published:
+            await registry.count(SOURCE_BYTES_READ, total_read)
     archived(size)
-    shared = SharedArchive(
-        address=address,
-        key=key,
-        size=size,
-        members=len(sources),
-        bytes_total=sum(source.size for source in sources),
-        skipped=found_gone,
-        built_at=time.time(),
-    )
-    await registry.publish(shared, settings.archive_ttl_seconds)
-    await registry.count(BUILT)
     return shared
 
 

@@ -20,6 +20,7 @@ from backend.storage.base import (
     ObjectStore,
     StorageError,
     Upload,
+    VersionChanged,
 )
 from backend.storage.catalogue import (
     PER_FILE_LOOKUP_LIMIT,
@@ -46,6 +47,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "Upload",
+    "VersionChanged",
     "catalogue_key",
     "parse_catalogue_key",
 ]
@@ -103,10 +105,15 @@ class Storage:
         return await self.sources.resolve(file_ids)
 
     def read(
-        self, key: str, bucket: str | None = None, chunk_size: int = READ_CHUNK
+        self,
+        key: str,
+        bucket: str | None = None,
+        chunk_size: int = READ_CHUNK,
+        if_match: str = "",
     ) -> AsyncIterator[bytes]:
-        """An object's bytes (the source bucket's unless `bucket`), in chunks of `chunk_size`."""
-        return self.store.read(bucket or self.source_bucket, key, chunk_size)
+        """An object's bytes (the source bucket's unless `bucket`), in chunks of `chunk_size`;
+        VersionChanged if `if_match` is given and is no longer its ETag."""
+        return self.store.read(bucket or self.source_bucket, key, chunk_size, if_match)
 
     async def stat_source(self, key: str) -> ObjectInfo:
         """A source object's size, last change and ETag, no bytes read (NoSuchObject if gone)."""

@@ -31,6 +31,11 @@ class NoSuchObject(StorageError):
     """The key names no object (S3 NoSuchKey)."""
 
 
+class VersionChanged(StorageError):
+    """The object is no longer the version a read asked for: its ETag changed (S3 answers a
+    GET with `If-Match` this way, 412 PreconditionFailed; RFC 9110 §13.1.1)."""
+
+
 class ObjectInfo(msgspec.Struct, frozen=True):
     """One object of a listing: its key, its size in bytes, when it last changed, and its
     ETag (without quotes; "" when the store gives none), which changes whenever its bytes do."""
@@ -101,8 +106,11 @@ class ObjectStore(Protocol):
         """Every object in `bucket` whose key starts with `prefix`, ordered by key."""
         ...
 
-    def read(self, bucket: str, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
-        """The object's bytes in chunks of at most `chunk_size`; NoSuchObject if it is missing."""
+    def read(
+        self, bucket: str, key: str, chunk_size: int = READ_CHUNK, if_match: str = ""
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks of at most `chunk_size`; NoSuchObject if it is missing,
+        VersionChanged if `if_match` (an ETag, no quotes) is given and is not its ETag."""
         ...
 
     async def put(self, bucket: str, key: str, data: bytes, content_type: str) -> None:

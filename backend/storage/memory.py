@@ -21,6 +21,7 @@ from backend.storage.base import (
     NoSuchObject,
     ObjectInfo,
     StorageError,
+    VersionChanged,
     check_part_number,
 )
 
@@ -84,9 +85,11 @@ class MemoryStore:
         ]
 
     async def read(
-        self, bucket: str, key: str, chunk_size: int = READ_CHUNK
+        self, bucket: str, key: str, chunk_size: int = READ_CHUNK, if_match: str = ""
     ) -> AsyncIterator[bytes]:
         data = self._object(bucket, key).data
+        if if_match and hashlib.md5(data).hexdigest() != if_match:
+            raise VersionChanged(f"{key!r} is no longer version {if_match}")
         for start in range(0, len(data), chunk_size):
             yield data[start : start + chunk_size]
 

@@ -17,6 +17,7 @@ import aiohttp
 from miniopy_async.api import Minio
 from miniopy_async.datatypes import Part
 from miniopy_async.error import S3Error
+from miniopy_async.helpers import DictType
 
 from backend.settings import Settings
 from backend.storage.base import (
@@ -24,6 +25,7 @@ from backend.storage.base import (
     NoSuchObject,
     ObjectInfo,
     StorageError,
+    VersionChanged,
     check_part_number,
 )
 
@@ -84,6 +86,8 @@ class S3Store:
         )
         if isinstance(exc, S3Error) and exc.code in _NOT_FOUND:
             return NoSuchObject(message)
+        if isinstance(exc, S3Error) and exc.code == "PreconditionFailed":
+            return VersionChanged(message)
         return StorageError(message)
 
     async def open(self) -> None:
@@ -163,11 +167,12 @@ class S3Store:
         return found
 
     async def read(
-        self, bucket: str, key: str, chunk_size: int = READ_CHUNK
+        self, bucket: str, key: str, chunk_size: int = READ_CHUNK, if_match: str = ""
     ) -> AsyncIterator[bytes]:
         response = None
+        headers: DictType | None = {"If-Match": f'"{if_match}"'} if if_match else None
         try:
-            response = await self.client.get_object(bucket, key)
+            response = await self.client.get_object(bucket, key, request_headers=headers)
             async for chunk in response.content.iter_chunked(chunk_size):
                 yield chunk
         except _TRANSPORT_ERRORS as exc:

@@ -7,14 +7,16 @@ these tests show about parts, aborts and visibility holds against S3 too.
 from __future__ import annotations
 
 import io
+import random
 import zipfile
+from collections.abc import AsyncIterator
 
 import pytest
 
 from backend.archive import ArchiveProgress, SourceMissing, build_archive
 from backend.settings import load_settings
 from backend.storage import NoSuchObject, SourceObject, Storage, StorageError
-from backend.storage.base import MIN_PART_SIZE
+from backend.storage.base import MIN_PART_SIZE, READ_CHUNK
 from backend.storage.memory import MemoryStore, MemoryUpload
 from tests.helpers import zip_digests
 from tests.stack import CATALOGUE, CATALOGUE_BY_ID, seed_catalogue
@@ -170,3 +172,39 @@ async def test_a_failed_part_aborts_the_upload_and_keeps_the_earlier_archive() -
         await build_archive(storage, sources, KEY, on_progress=ignore, part_size=MIN_PART_SIZE)
     assert await storage.pending_uploads(KEY) == []
     assert await stored(storage) == earlier
+
+
+class RaggedStore(MemoryStore):
+    """Hands each object over in pieces of random sizes, as a socket does."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.random = random.Random(seed)
+
+    async def read(
+        self, bucket: str, key: str, chunk_size: int = READ_CHUNK, if_match: str = ""
+    ) -> AsyncIterator[bytes]:
+        data = b"".join([c async for c in super().read(bucket, key, chunk_size, if_match)])
+        start = 0
+        while start < len(data):
+            end = start + self.random.randint(1, 100_000)
+            yield data[start:end]
+            start = end
+
+
+@pytest.mark.parametrize("file_ids", [[5, 1], [4, 2]], ids=["inline", "threaded"])
+async def test_the_same_files_make_the_same_bytes_however_the_reads_are_cut(
+    file_ids: list[int],
+) -> None:
+    builds = []
+    for seed in (1, 2):
+        ragged = Storage(load_settings({}), RaggedStore(seed))
+        await ragged.open()
+        await seed_catalogue(ragged)
+        sources, _ = await ragged.resolve(file_ids)
+        await build_archive(ragged, sources, KEY, on_progress=ignore, part_size=8 * MIB)
+        builds.append(await stored(ragged))
+    assert builds[0] == builds[1]
+    assert zip_digests(builds[0]) == {
+        CATALOGUE_BY_ID[i].name: CATALOGUE_BY_ID[i].sha256 for i in file_ids
+    }
