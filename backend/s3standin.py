@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -30,23 +31,33 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def with_access_log(app: WsgiApp) -> WsgiApp:
-    """`app`, printing one werkzeug-style access line per request once its status is known."""
+def as_werkzeug_serves(app: WsgiApp) -> WsgiApp:
+    """`app` given the request as werkzeug's server gives it, with one access line per request
+    written once its status is known.
 
-    def logged(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        query = environ.get("QUERY_STRING", "")
-        target = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+    moto reads an object key from the undecoded path in `RAW_URI` (werkzeug's name) and
+    otherwise decodes `PATH_INFO` a second time, which turned `a%41b` into `aAb` and `x%2Fy`
+    into `x/y`; waitress calls it `REQUEST_URI`. Lines are written whole under a lock: sixteen
+    threads printing at once ran requests together on one line.
+    """
+    lock = threading.Lock()
+
+    def served(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
+        target = environ["RAW_URI"] or environ.get("PATH_INFO", "")
 
         def start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
             stamp = time.strftime("%d/%b/%Y %H:%M:%S")
             line = f"{environ.get('REMOTE_ADDR', '-')} - - [{stamp}] "
-            line += f'"{environ["REQUEST_METHOD"]} {target} HTTP/1.1" {status.split()[0]} -'
-            print(line, flush=True)
+            line += f'"{environ["REQUEST_METHOD"]} {target} HTTP/1.1" {status.split()[0]} -\n'
+            with lock:
+                sys.stdout.write(line)
+                sys.stdout.flush()
             return start_response(status, headers, *rest)
 
         return app(environ, start)
 
-    return logged
+    return served
 
 
 def main(argv: list[str]) -> None:
@@ -55,7 +66,7 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("MOTO_PORT", str(port))
     app = DomainDispatcherApplication(create_backend_app)
     waitress.serve(
-        with_access_log(app),
+        as_werkzeug_serves(app),
         host=host,
         port=port,
         threads=THREADS,
