@@ -18,7 +18,8 @@ Redis keys (`<KEY_PREFIX>:catalogue:` …):
 | `next` | string | counter of generation numbers (INCR) |
 | `lock` | string | the refresher's token while a refresh runs (PX = REFRESH_LOCK_MS) |
 | `g:<n>:meta` | hash | `built_at` (epoch s), `digest` of the listing, `count` |
-| `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null, etag]` |
+| `g:<n>:files` | hash | file id -> JSON `[key, name, size, modified epoch s or null]` |
+| `g:<n>:etags` | hash | file id -> its ETag when listed (apart: older readers parse `files`) |
 | `g:<n>:order:<sort>` | zset | file id -> its rank (0…) in `sort` order: id, name, size, modified |
 | `g:<n>:scan` | string | a line `<lower-case name>\\t<id>\\t<size>\\t<4 ranks>` per file |
 | `g:<n>:m:<digest>` | string | a search's matches, packed (catalogue_search.py; TTL 120 s) |
@@ -73,18 +74,20 @@ FIRST_BUILD_WAIT_SECONDS = 10.0
 _WRITE_BATCH = 5_000
 
 # KEYS: the lock. ARGV: the holder's token. Deletes the lock only if the caller holds it.
-# KEYS: current. ARGV: the generations' key prefix, then file ids. The current generation
-# and each id's row (nil when absent), in one round trip; false while there is no index. The
-# files key is named from the generation read here, so a swap cannot fall between the two.
+# KEYS: current. ARGV: the generations' key prefix, then file ids. The current generation,
+# then each id's row and ETag (nil when absent), in one round trip; false while there is no
+# index. The keys are named from the generation read here, so a swap cannot fall between.
 # HMGET in slices: Lua's unpack has a stack limit of a few thousand values.
 _LOOKUP = """
 local g = redis.call('GET', KEYS[1])
 if not g then return false end
-local key = ARGV[1] .. g .. ':files'
 local out = {g}
-for first = 2, #ARGV, 1000 do
-  local rows = redis.call('HMGET', key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
-  for i = 1, #rows do out[#out + 1] = rows[i] end
+for _, name in ipairs({':files', ':etags'}) do
+  local key = ARGV[1] .. g .. name
+  for first = 2, #ARGV, 1000 do
+    local rows = redis.call('HMGET', key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+    for i = 1, #rows do out[#out + 1] = rows[i] end
+  end
 end
 return out
 """
@@ -222,7 +225,7 @@ class CatalogueIndex:
         return f"{self.base}:g:{generation}:{name}"
 
     def _keys_of(self, generation: int) -> list[str]:
-        names = ["meta", "files", "scan", *(f"order:{sort}" for sort in SORTS)]
+        names = ["meta", "files", "etags", "scan", *(f"order:{sort}" for sort in SORTS)]
         return [self._key(generation, name) for name in names]
 
     # Building.
@@ -303,10 +306,11 @@ class CatalogueIndex:
         pending_ttl = REFRESH_LOCK_MS // 1000 + self.grace_seconds
         rows = {
             str(f.file_id): msgspec.json.encode(
-                [f.key, f.name, f.size, f.modified.timestamp() if f.modified else None, f.etag]
+                [f.key, f.name, f.size, f.modified.timestamp() if f.modified else None]
             )
             for f in files
         }
+        etags = {str(f.file_id): f.etag for f in files if f.etag}
         orders = {sort: _ranks(files, sort) for sort in SORTS}
         ranks = {
             sort: {file_id: rank for rank, file_id in enumerate(ids)}
@@ -324,6 +328,10 @@ class CatalogueIndex:
                 pipe.hset(
                     key(generation, "files"), mapping=dict(items[start : start + _WRITE_BATCH])
                 )
+            tags = list(etags.items())
+            for start in range(0, len(tags), _WRITE_BATCH):
+                batch = dict(tags[start : start + _WRITE_BATCH])
+                pipe.hset(key(generation, "etags"), mapping=batch)
             pipe.set(key(generation, "scan"), scan)
             for sort in SORTS:
                 pairs = [(str(file_id), rank) for file_id, rank in ranks[sort].items()]
@@ -439,15 +447,19 @@ class CatalogueIndex:
         )
         if not found:
             return {}
-        return _indexed(file_ids, found[1:])
+        rows, etags = found[1 : len(file_ids) + 1], found[len(file_ids) + 1 :]
+        return _indexed(file_ids, rows, etags)
 
 
-def _indexed(file_ids: list[int], rows: list[bytes | None]) -> dict[int, IndexedFile]:
+def _indexed(
+    file_ids: list[int], rows: list[bytes | None], etags: list[bytes | None] | None = None
+) -> dict[int, IndexedFile]:
     found: dict[int, IndexedFile] = {}
-    for file_id, row in zip(file_ids, rows, strict=True):
+    for n, (file_id, row) in enumerate(zip(file_ids, rows, strict=True)):
         if row is not None:
-            # Five fields; four in an index written before ETags were kept.
-            found[file_id] = IndexedFile(file_id, *msgspec.json.decode(row))
+            key, name, size, modified = msgspec.json.decode(row)[:4]
+            etag = etags[n] if etags else None
+            found[file_id] = IndexedFile(file_id, key, name, size, modified, _text(etag) or "")
     return found
 
 

@@ -30,11 +30,13 @@ HEAD_CONCURRENCY = 16
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """The files found, in the order asked; the ids not found; the last known name of each."""
+    """The files found, in the order asked; the ids not found; the last known name of each;
+    and whether any found file was taken from the index unconfirmed (no HEAD, no listing)."""
 
     found: list[SourceObject]
     missing: list[int]
     names: dict[int, str] = field(default_factory=dict)
+    unconfirmed: bool = False
 
 
 async def resolve_sources(
@@ -84,4 +86,5 @@ async def resolve_sources(
         found=[by_id[i] for i in file_ids if i in by_id],
         missing=[i for i in file_ids if i not in by_id],
         names={i: entry.name for i, entry in indexed.items()},
+        unconfirmed=not verify and any(entry.etag for entry in indexed.values()),
     )

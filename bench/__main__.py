@@ -26,11 +26,12 @@ BENCHES: dict[str, BenchFn] = {
 ROOT = Path(__file__).resolve().parent.parent
 
 PREAMBLE = """
-Each section starts the real processes (`backend.devstack`: redis-server, moto's S3 server,
-`python -m backend api`, `python -m backend worker`) on loopback and drives them from the bench
-process. Figures are percentiles and ratios taken side by side within the same run: absolute
-numbers move with whatever else the machine is doing, the comparisons much less. The bench
-process (load generator, SSE clients) runs on the same cores as what it measures.
+Each section starts the real processes (`backend.devstack`: redis-server, moto's S3 app
+served with keep-alive by `backend.s3standin`, `python -m backend api`, `python -m backend
+worker`) on loopback and drives them from the bench process. Figures are percentiles and
+ratios taken side by side within the same run: absolute numbers move with whatever else the
+machine is doing, the comparisons much less. The bench process (load generator, SSE clients)
+runs on the same cores as what it measures.
 
 Rerun with `make bench` (full, writes this file) or `python -m bench --quick` (seconds, what CI
 runs to keep the scripts working); `--only NAME` runs one section

@@ -74,8 +74,8 @@ _REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/')
 def s3_requests(log_path: Path | None, start: int) -> tuple[Counter[str], int]:
     """S3 requests the server logged after byte `start` of its log, by kind; and the new end.
 
-    moto's server writes one access line per request (werkzeug), which is the only request
-    count a stand-in S3 gives.
+    The S3 stand-in (backend/s3standin.py) writes one werkzeug-style access line per request,
+    which is the only request count a stand-in S3 gives.
     """
     if log_path is None:
         return Counter(), 0

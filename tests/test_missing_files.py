@@ -45,8 +45,11 @@ async def seed_pair(services: Services) -> None:
     await services.storage.put_source(9202, "invoices-q3.zip", b"i" * SMALL)
 
 
-async def run_deleting_mid_job(services: Services, settings: Settings, job_id: str) -> None:
-    """Run the worker slowly; once it is reading the first file, delete the second."""
+async def run_deleting_mid_job(
+    services: Services, settings: Settings, job_id: str, refresh_index: bool = False
+) -> None:
+    """Run the worker slowly; once it is reading the first file, delete the second (and, if
+    asked, rebuild the catalogue index at once, so it no longer lists it either)."""
     worker = asyncio.create_task(
         run_worker_until_idle(settings.replace(throttle_bytes_per_second=BIG))
     )
@@ -58,6 +61,8 @@ async def run_deleting_mid_job(services: Services, settings: Settings, job_id: s
     await services.storage.store.delete(
         services.storage.source_bucket, catalogue_key(9202, "invoices-q3.zip")
     )
+    if refresh_index:
+        await services.catalogue.refresh()
     await worker
 
 
@@ -104,6 +109,22 @@ async def test_a_file_deleted_mid_job_is_left_out_without_a_retry_or_a_step_back
     assert completed["skipped"] == [
         {"file_id": 9202, "name": "invoices-q3.zip", "reason": "not_found"}
     ]
+
+
+async def test_a_file_deleted_mid_job_is_named_after_the_index_dropped_it_too(
+    services: Services, settings: Settings
+) -> None:
+    await seed_pair(services)
+    await services.catalogue.refresh()
+    record = await start_job(services, [9201, 9202], "public")
+    await run_deleting_mid_job(services, settings, record.job_id, refresh_index=True)
+
+    done = await services.store.get(record.job_id)
+    assert done is not None and done.status is JobState.READY, done
+    assert done.skipped == [
+        SkippedFile(file_id=9202, name="invoices-q3.zip", reason=SkipReason.NOT_FOUND)
+    ]
+    assert set(zip_digests(await archive_of(services, done))) == {"big.bin"}
 
 
 async def test_on_missing_fail_fails_naming_the_file_deleted_mid_job(

@@ -69,29 +69,31 @@ class ArchiveKind:
         # First as the catalogue index saw the files (no S3 request); with a HEAD each when
         # the index proves out of date, or before an existing archive is handed out.
         plan = await _plan(attempt, verify=False)
-        for _ in range(MAX_PLANS):
+        for tries in range(1, MAX_PLANS + 1):
             try:
                 shared = await _obtain(attempt, registry, plan)
                 break
             except (_Outdated, SourceChanged) as exc:
+                if tries == MAX_PLANS:
+                    raise StorageError(
+                        f"the requested files changed {tries} times while the archive was built"
+                    ) from exc
                 logger.debug("job %s: resolving its files again (%s)", attempt.record.job_id, exc)
                 detail = exc.detail if isinstance(exc, _Outdated) else None
-                plan = await _plan(attempt, verify=True, detail=detail)
-        else:
-            raise StorageError(
-                f"the requested files changed {MAX_PLANS} times while the archive was built"
-            )
+                plan = await _plan(attempt, verify=True, detail=detail, known=plan.names)
         await _complete(attempt, shared)
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What the archive will hold: the sources, their content address, and whether each
-    source's version was confirmed by a HEAD (`verified`) or taken from the index."""
+    """What the archive will hold: the sources, their content address, whether each source's
+    version was confirmed (a HEAD or a listing: `verified`) or taken from the index, and the
+    name of every file asked for that is known."""
 
     sources: list[SourceObject]
     address: str
     verified: bool
+    names: dict[int, str]
 
 
 class _Outdated(Exception):
@@ -104,9 +106,16 @@ class _Outdated(Exception):
         self.detail = detail
 
 
-async def _plan(attempt: Attempt, *, verify: bool, detail: str | None = None) -> _Plan:
+async def _plan(
+    attempt: Attempt,
+    *,
+    verify: bool,
+    detail: str | None = None,
+    known: dict[int, str] | None = None,
+) -> _Plan:
     """Resolve the job's files, set what it will hold and which files it skips (JobFailed,
-    with `detail`, when it may not go on without them)."""
+    with `detail`, when it may not go on without them). `known` names files an earlier plan
+    found, so a file gone since is still named."""
     services, record = attempt.services, attempt.record
     span = "s3.verify_sources" if verify else "s3.resolve_sources"
     with tracing.tracer().start_as_current_span(span):
@@ -114,12 +123,13 @@ async def _plan(attempt: Attempt, *, verify: bool, detail: str | None = None) ->
             services.catalogue, services.storage, record.file_ids, verify=verify
         )
     found = resolved.found
+    names_known = {**(known or {}), **resolved.names, **{s.file_id: s.name for s in found}}
     # A catalogue key that cannot be a file name ("<id>/..", only dots and spaces) is
     # skipped and reported like a missing file, never an internal error.
     names = entry_names(found)
     sources = [s for s, name in zip(found, names, strict=True) if name is not None]
     skipped = [
-        SkippedFile(file_id=i, name=resolved.names.get(i, ""), reason=SkipReason.NOT_FOUND)
+        SkippedFile(file_id=i, name=names_known.get(i, ""), reason=SkipReason.NOT_FOUND)
         for i in resolved.missing
     ]
     skipped += [
@@ -135,7 +145,7 @@ async def _plan(attempt: Attempt, *, verify: bool, detail: str | None = None) ->
     if not verify or shown != (record.skipped, record.total_files, record.bytes_total):
         await attempt.save_progress()
     address = content_address(sources, [n for n in names if n is not None], record.on_missing)
-    return _Plan(sources, address, verify)
+    return _Plan(sources, address, not resolved.unconfirmed, names_known)
 
 
 async def _obtain(attempt: Attempt, registry: ArchiveRegistry, plan: _Plan) -> SharedArchive:
