@@ -26,6 +26,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 # Enough for a worker's concurrent jobs plus the tests' own calls; each waits on I/O mostly.
 THREADS = 16
+BUFFER_IN_MEMORY = 256 * 1024 * 1024
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -73,6 +74,12 @@ def main(argv: list[str]) -> None:
         # A file PUT or GET may be large; waitress's default 1 GiB body cap is raised to S3's
         # 5 GiB single-PUT limit.
         max_request_body_size=5 * 1024**3,
+        # Bodies in memory up to this size, as moto holds objects anyway: waitress's default
+        # spills past 512 KiB (in) and 1 MiB (out) to temporary files, and while the disk was
+        # busy writing back a 2 GB seed, a 50 MiB GET sent nothing for over 4 s.
+        inbuf_overflow=BUFFER_IN_MEMORY,
+        outbuf_overflow=BUFFER_IN_MEMORY,
+        outbuf_high_watermark=BUFFER_IN_MEMORY,
         _quiet=True,
     )
 

@@ -242,8 +242,9 @@ async def run(stack: Stack, quick: bool) -> Result:
     )
     result.notes.append(
         "Every job makes the full round: record, arq queue, catalogue lookup (the index in "
-        "Redis, then a HEAD of the file), a one-member ZIP stored with one PUT (smaller than a "
-        "part), completion, events; a reused archive skips the GET and the PUT. S3 requests are "
+        "Redis, with the file's ETag), a GET with If-Match on it, a one-member ZIP stored with "
+        "one PUT (smaller than a part), completion, events; a reused archive is confirmed by a "
+        "HEAD of the file and of the archive, with no GET and no PUT. S3 requests are "
         "counted from the S3 server's access log over the run (LIST = a bucket listing). The "
         "S3 server (moto) is in the path of every job, and the worker shares the 2 cores with "
         "the API, Redis, moto and the bench."
