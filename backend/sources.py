@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from backend.catalogue_index import CatalogueIndex, IndexedFile
-from backend.storage import NoSuchObject, SourceObject, Storage
+from backend.storage import NoSuchObject, ObjectInfo, SourceObject, Storage
 
 # HEADs in flight at once for one job: enough to hide latency, few enough for any S3.
 HEAD_CONCURRENCY = 16
@@ -49,22 +49,15 @@ async def resolve_sources(
 
     async def current(entry: IndexedFile) -> SourceObject | None:
         if not verify and entry.etag:
-            modified = (
-                None if entry.modified is None else datetime.fromtimestamp(entry.modified, UTC)
-            )
-            return SourceObject(
-                file_id=entry.file_id,
-                name=entry.name,
-                size=entry.size,
-                key=entry.key,
-                modified=modified,
-                etag=entry.etag,
-            )
-        async with slots:
-            try:
-                info = await storage.stat_source(entry.key)
-            except NoSuchObject:
-                return None
+            stamp = entry.modified
+            modified = None if stamp is None else datetime.fromtimestamp(stamp, UTC)
+            info = ObjectInfo(entry.key, entry.size, modified, entry.etag)
+        else:
+            async with slots:
+                try:
+                    info = await storage.stat_source(entry.key)
+                except NoSuchObject:
+                    return None
         return SourceObject(
             file_id=entry.file_id,
             name=entry.name,

@@ -13,6 +13,8 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +24,9 @@ from backend.seed import demo_bytes
 from backend.services import Services
 from backend.settings import Settings, load_settings
 from backend.storage import Storage
+
+if TYPE_CHECKING:
+    from tests.cli_fixtures import FaultyProxy
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,6 +90,24 @@ def s3_server(state_dir: Path) -> Iterator[devstack.Process]:
     process = devstack.start_s3(state_dir / "logs")
     yield process
     process.stop()
+
+
+@pytest.fixture
+async def s3_proxy(s3_server: devstack.Process) -> AsyncIterator[FaultyProxy]:
+    """A recording TCP proxy in front of the session's S3 server (its exchanges, in order)."""
+    # Imported here: tests.cli_fixtures imports this module.
+    from tests.cli_fixtures import FaultyProxy
+
+    proxy = FaultyProxy(int(urlsplit(s3_server.url).port or 0))
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+def recorded(settings: Settings, s3_proxy: FaultyProxy) -> Settings:
+    """The test's settings with the worker's S3 traffic going through the proxy."""
+    return settings.replace(s3_endpoint=s3_proxy.url)
 
 
 def env_for(redis_url: str, s3_url: str, prefix: str, **extra: str) -> dict[str, str]:

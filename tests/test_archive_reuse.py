@@ -10,11 +10,9 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
-import pytest
 
 from backend import devstack
 from backend.archive import entry_names
@@ -28,20 +26,6 @@ from backend.settings import Settings
 from tests.cli_fixtures import FaultyProxy
 from tests.helpers import fetch, run_worker_until_idle, zip_digests
 from tests.stack import CATALOGUE_BY_ID
-
-
-@pytest.fixture
-async def s3_proxy(s3_server: devstack.Process) -> AsyncIterator[FaultyProxy]:
-    proxy = FaultyProxy(int(urlsplit(s3_server.url).port or 0))
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
-@pytest.fixture
-def recorded(settings: Settings, s3_proxy: FaultyProxy) -> Settings:
-    """The test's settings with the worker's S3 traffic going through the proxy."""
-    return settings.replace(s3_endpoint=s3_proxy.url)
 
 
 def source_gets(proxy: FaultyProxy, settings: Settings) -> list[str]:

@@ -10,12 +10,10 @@ Redis and the S3 server; the workers reach S3 through a recording proxy.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import pytest
 
-from backend import devstack
 from backend.downloads import download_url, start_job
 from backend.models import JobRecord, JobState
 from backend.reuse import BUILT, REUSED, registry_for
@@ -24,20 +22,6 @@ from backend.settings import Settings
 from tests.cli_fixtures import Exchange, FaultyProxy
 from tests.helpers import fetch, run_worker_until_idle, zip_digests
 from tests.stack import CATALOGUE_BY_ID
-
-
-@pytest.fixture
-async def s3_proxy(s3_server: devstack.Process) -> AsyncIterator[FaultyProxy]:
-    proxy = FaultyProxy(int(urlsplit(s3_server.url).port or 0))
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
-@pytest.fixture
-def recorded(settings: Settings, s3_proxy: FaultyProxy) -> Settings:
-    """The test's settings with the worker's S3 traffic going through the proxy."""
-    return settings.replace(s3_endpoint=s3_proxy.url)
 
 
 @pytest.fixture

@@ -140,7 +140,7 @@ async def _plan(
     order = {file_id: n for n, file_id in enumerate(record.file_ids)}
     shown = (record.skipped, record.total_files, record.bytes_total)
     _set_skipped(record, sorted(skipped, key=lambda f: order.get(f.file_id, 0)))
-    _check_skips(record, sources, detail if record.skipped else None)
+    _check_skips(record, sources, detail)
     attempt.set_totals(len(sources), sum(source.size for source in sources))
     if not verify or shown != (record.skipped, record.total_files, record.bytes_total):
         await attempt.save_progress()
